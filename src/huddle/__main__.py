@@ -1,0 +1,5 @@
+"""``python -m huddle`` runs the CLI."""
+
+from .cli import main
+
+main()

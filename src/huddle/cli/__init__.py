@@ -1,0 +1,67 @@
+"""The ``huddle`` command line (Typer + Rich); each command group lives in its own module."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from .. import __version__
+from ..errors import HuddleError
+from .common import err_console
+from .demo import demo_command
+
+app = typer.Typer(
+    name="huddle",
+    help="Multi-agent sessions coordinated through Redis.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("demo")(demo_command)
+
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"huddle {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    _state["debug"] = debug
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``huddle`` script: errors print one line (a traceback with ``--debug``)."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        app(args=args, standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except HuddleError as exc:
+        if "--debug" in args:
+            raise
+        err_console.print(f"[red]error[/] [{exc.code}] {exc.message}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # the CLI boundary: one readable line, not a traceback
+        if "--debug" in args:
+            raise
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        err_console.print(f"[red]error[/] {type(exc).__name__}: {exc} (run with --debug for details)")
+        sys.exit(1)

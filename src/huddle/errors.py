@@ -1,0 +1,137 @@
+"""Huddle's exceptions: one hierarchy, each class with a stable ``code``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class HuddleError(Exception):
+    """Base class of every error huddle raises."""
+
+    code: str = "huddle_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly description (code, message, details)."""
+        return {"code": self.code, "message": self.message, "details": self.details}
+
+
+class ConfigError(HuddleError):
+    """Settings are invalid (wrong type, out of range, unknown key)."""
+
+    code = "invalid_config"
+
+
+class InvalidIdentifierError(HuddleError, ValueError):
+    """A session, agent or other id does not match the allowed pattern."""
+
+    code = "invalid_identifier"
+
+
+class InvalidEventError(HuddleError, ValueError):
+    """An event payload is malformed or too large."""
+
+    code = "invalid_event"
+
+
+class SessionNotFoundError(HuddleError, LookupError):
+    """No session with this id exists."""
+
+    code = "session_not_found"
+
+
+class SessionExpiredError(SessionNotFoundError):
+    """The session existed but its TTL ran out."""
+
+    code = "session_expired"
+
+
+class SessionExistsError(HuddleError):
+    """A session with this id already exists."""
+
+    code = "session_exists"
+
+
+class ConflictError(HuddleError):
+    """An optimistic-concurrency precondition failed; nothing was written."""
+
+    code = "conflict"
+
+
+class StateConflictError(ConflictError):
+    """A state transition's ``from`` is not the session's current state."""
+
+    code = "state_conflict"
+
+
+class SequenceConflictError(ConflictError):
+    """``expected_seq`` did not match the session's last sequence number."""
+
+    code = "sequence_conflict"
+
+
+class NotAMemberError(HuddleError):
+    """The actor has not joined the session."""
+
+    code = "not_a_member"
+
+
+class SessionCompletedError(HuddleError):
+    """The session is completed and accepts no more events."""
+
+    code = "session_completed"
+
+
+class EventsTrimmedError(HuddleError):
+    """Requested events were trimmed from the log (``max_events_per_session``)."""
+
+    code = "events_trimmed"
+
+
+class CheckpointNotFoundError(HuddleError, LookupError):
+    """No checkpoint with this id exists for the session."""
+
+    code = "checkpoint_not_found"
+
+
+class RedisUnavailableError(HuddleError):
+    """Redis could not be reached after bounded retries."""
+
+    code = "redis_unavailable"
+
+
+class ShuttingDownError(HuddleError):
+    """The owning object is shutting down (or closed) and refuses new work."""
+
+    code = "shutting_down"
+
+
+class EmbeddedRedisError(HuddleError):
+    """The embedded redis-server could not be found or started."""
+
+    code = "embedded_redis"
+
+
+__all__ = [
+    "CheckpointNotFoundError",
+    "ConfigError",
+    "ConflictError",
+    "EmbeddedRedisError",
+    "EventsTrimmedError",
+    "HuddleError",
+    "InvalidEventError",
+    "InvalidIdentifierError",
+    "NotAMemberError",
+    "RedisUnavailableError",
+    "SequenceConflictError",
+    "SessionCompletedError",
+    "SessionExistsError",
+    "SessionExpiredError",
+    "SessionNotFoundError",
+    "ShuttingDownError",
+    "StateConflictError",
+]

@@ -1,0 +1,111 @@
+"""KeySpace: the only place that spells Redis key and channel names.
+
+Every key of one session carries the hash tag ``{<session_id>}`` so that all of them live in one slot and a
+Lua script may touch them together, also on Redis Cluster. Global indexes are sharded: each shard has its own
+hash tag, so on a cluster they spread over the nodes and readers merge the shards.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKeys:
+    """The keys of one session, in the order the Lua scripts expect them."""
+
+    meta: str
+    events: str
+    agents: str
+    checkpoints: str
+    idem: str
+    failures: str
+    channel: str
+
+    @property
+    def all(self) -> list[str]:
+        """Every key of the session (scripts take them as KEYS[1..6])."""
+        return [self.meta, self.events, self.agents, self.checkpoints, self.idem, self.failures]
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpace:
+    """Builds key and channel names under one namespace."""
+
+    namespace: str = "huddle"
+    index_shards: int = 16
+    global_channel_name: str = "global"
+    session_channel_prefix: str = "session"
+
+    def session(self, session_id: str) -> SessionKeys:
+        """All keys of one session."""
+        base = f"{self.namespace}:{{{session_id}}}"
+        return SessionKeys(
+            meta=f"{base}:meta",
+            events=f"{base}:events",
+            agents=f"{base}:agents",
+            checkpoints=f"{base}:checkpoints",
+            idem=f"{base}:idem",
+            failures=f"{base}:failures",
+            channel=self.session_channel(session_id),
+        )
+
+    def session_pattern(self) -> str:
+        """MATCH pattern for the meta key of every session (maintenance scans only)."""
+        return f"{self.namespace}:{{*}}:meta"
+
+    def session_id_from_meta_key(self, key: str) -> str:
+        """Inverse of ``session(sid).meta``."""
+        start = len(self.namespace) + 2
+        return key[start : key.rindex("}")]
+
+    # -- channels -------------------------------------------------------------------------------------------
+    def session_channel(self, session_id: str) -> str:
+        """Pub/sub channel notified on every event of one session."""
+        return f"{self.namespace}:{self.session_channel_prefix}:{{{session_id}}}"
+
+    @property
+    def global_channel(self) -> str:
+        """Pub/sub channel of session lifecycle notifications (created, joined, left, completed, checkpoint)."""
+        return f"{self.namespace}:{self.global_channel_name}"
+
+    # -- sharded global indexes -----------------------------------------------------------------------------
+    def shard_of(self, member: str) -> int:
+        """Stable shard number of a session or agent id (crc32, identical in every process)."""
+        return zlib.crc32(member.encode()) % self.index_shards
+
+    def _index(self, name: str, shard: int) -> str:
+        return f"{self.namespace}:idx:{{{self.namespace}.{name}.{shard}}}"
+
+    def active_index(self, shard: int) -> str:
+        """Sorted set: session id -> last activity (ms), for one shard."""
+        return self._index("active", shard)
+
+    def active_index_for(self, session_id: str) -> str:
+        """The active-index shard that holds ``session_id``."""
+        return self.active_index(self.shard_of(session_id))
+
+    def active_indexes(self) -> list[str]:
+        """Every active-index shard."""
+        return [self.active_index(shard) for shard in range(self.index_shards)]
+
+    def failure_index(self, shard: int) -> str:
+        """Sorted set: ``<session_id>/<seq>`` -> time of the failure snapshot (ms), for one shard."""
+        return self._index("failures", shard)
+
+    def failure_index_for(self, session_id: str) -> str:
+        """The failure-index shard that holds snapshots of ``session_id``."""
+        return self.failure_index(self.shard_of(session_id))
+
+    def failure_indexes(self) -> list[str]:
+        """Every failure-index shard."""
+        return [self.failure_index(shard) for shard in range(self.index_shards)]
+
+    def agent_sessions(self, agent_id: str) -> str:
+        """Sorted set: session id -> join time (ms) for one agent; the agent id is its own hash tag."""
+        return f"{self.namespace}:agent:{{{agent_id}}}:sessions"
+
+    def agent_pattern(self) -> str:
+        """MATCH pattern for every agent index (maintenance scans only)."""
+        return f"{self.namespace}:agent:{{*}}:sessions"

@@ -1,0 +1,479 @@
+"""SessionManager: session lifecycle, events, checkpoints, subscriptions and maintenance."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from types import TracebackType
+from typing import Any, Self
+
+from pydantic import ValidationError
+
+from . import analytics, maintenance, subscription
+from .config import SessionManagerConfig
+from .connection import RedisClient, create_client
+from .errors import (
+    CheckpointNotFoundError,
+    HuddleError,
+    InvalidEventError,
+    SessionExpiredError,
+    SessionNotFoundError,
+    ShuttingDownError,
+)
+from .ids import check_id, check_name, new_session_id
+from .keys import KeySpace
+from .models import (
+    Checkpoint,
+    Event,
+    EventType,
+    FailureSnapshot,
+    FailureSnapshotRef,
+    HealthStatus,
+    LifecycleNotice,
+    MaintenanceReport,
+    SessionDocument,
+    SessionEvent,
+    SessionStats,
+)
+from .store import SessionStore
+
+log = logging.getLogger("huddle.manager")
+
+SYSTEM_ACTOR = "huddle"
+"""Actor recorded on events huddle writes itself (manual checkpoints without an actor, shutdown)."""
+
+OperationObserver = Callable[[str, float, bool], None]
+"""Called after every manager operation with (operation, seconds, succeeded)."""
+
+
+class SessionManager:
+    """Creates sessions, appends their events atomically, checkpoints, follows and maintains them."""
+
+    def __init__(
+        self, config: SessionManagerConfig | None = None, *, client: RedisClient | None = None
+    ) -> None:
+        self.config = config if config is not None else SessionManagerConfig()
+        cfg = self.config
+        self.keys = KeySpace(cfg.namespace, cfg.index_shards, cfg.global_channel, cfg.session_channel_prefix)
+        self._owns_client = client is None
+        self.client: RedisClient = client if client is not None else create_client(cfg)
+        self.store = SessionStore(self.client, self.keys)
+        self._failure_csv = ",".join(cfg.failure_states)
+        self._failure_ttl_ms = str(cfg.failure_snapshot_ttl * 1000) if cfg.enable_failure_snapshots else ""
+        self._observers: list[OperationObserver] = []
+        self._closed = False
+        self._draining = False
+        self.local_members: dict[str, set[str]] = {}
+        """Sessions (and agents) joined through this manager, e.g. for checkpointing at shutdown."""
+
+    @classmethod
+    def from_env(cls) -> Self:
+        """A manager configured from ``HUDDLE_*`` environment variables."""
+        return cls(SessionManagerConfig())
+
+    # -- lifecycle of the manager itself --------------------------------------------------------------------
+    async def connect(self) -> Self:
+        """Check that Redis answers and load the scripts (optional: calls load them on demand)."""
+        await self.store.load()
+        return self
+
+    async def __aenter__(self) -> Self:
+        return await self.connect()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop subscriptions and release connections (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_client:
+            await self.client.aclose()
+
+    @property
+    def closed(self) -> bool:
+        """True after ``close()``."""
+        return self._closed
+
+    def begin_draining(self) -> None:
+        """Refuse new sessions and events with ``ShuttingDownError`` from now on (checkpoints still work)."""
+        self._draining = True
+
+    @property
+    def draining(self) -> bool:
+        """True once ``begin_draining()`` was called."""
+        return self._draining
+
+    def add_operation_observer(self, observer: OperationObserver) -> None:
+        """Call ``observer(operation, seconds, ok)`` after every operation (metrics hook)."""
+        self._observers.append(observer)
+
+    def _check_open(self, *, mutation: bool = True) -> None:
+        if self._closed:
+            raise ShuttingDownError("the session manager is closed")
+        if mutation and self._draining:
+            raise ShuttingDownError("the session manager is shutting down and accepts no new work")
+
+    def _observe(self, operation: str, started: float, ok: bool) -> None:
+        elapsed = time.perf_counter() - started
+        for observer in self._observers:
+            try:
+                observer(operation, elapsed, ok)
+            except Exception:
+                log.exception("operation observer failed for %s", operation)
+
+    async def _missing(self, session_id: str) -> SessionNotFoundError:
+        """NotFound or Expired: the activity index still knows sessions that expired."""
+        try:
+            score = await self.store.active_score(session_id)
+        except HuddleError:
+            score = None
+        if score is not None:
+            return SessionExpiredError(f"session {session_id!r} has expired", session_id=session_id)
+        return SessionNotFoundError(f"session {session_id!r} not found", session_id=session_id)
+
+    # -- sessions -------------------------------------------------------------------------------------------
+    async def create_session(
+        self,
+        agent_id: str,
+        *,
+        session_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        ttl: int | None = None,
+        initial_state: str | None = None,
+    ) -> str:
+        """Create a session with ``agent_id`` as its first member; returns the session id."""
+        self._check_open()
+        started = time.perf_counter()
+        check_id(agent_id, "agent id")
+        sid = check_id(session_id) if session_id is not None else new_session_id()
+        state = check_name(initial_state or self.config.initial_state, "state")
+        ttl = self.config.default_ttl if ttl is None else ttl
+        if not isinstance(ttl, int) or ttl < 1:
+            raise InvalidEventError(f"ttl must be a positive number of seconds, got {ttl!r}")
+        metadata_json = self._metadata_json(metadata)
+        keys = self.keys.session(sid)
+        args: list[str | int] = [
+            sid,
+            agent_id,
+            ttl,
+            metadata_json,
+            state,
+            os.urandom(8).hex(),
+            self.keys.global_channel,
+        ]
+        ok = False
+        try:
+            _, created_ms, _ = await self.store.create(keys, args)
+            ok = True
+        finally:
+            self._observe("create", started, ok)
+        self.local_members.setdefault(sid, set()).add(agent_id)
+        await self._best_effort(self.store.index_session(sid, created_ms, agent_joined=agent_id))
+        return sid
+
+    def _metadata_json(self, metadata: Mapping[str, Any] | None) -> str:
+        if metadata is None:
+            return "{}"
+        try:
+            text = json.dumps(dict(metadata), separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidEventError(f"metadata must be JSON-serializable: {exc}") from exc
+        if len(text.encode()) > self.config.max_event_bytes:
+            raise InvalidEventError(
+                f"metadata is {len(text.encode())} bytes; the limit is {self.config.max_event_bytes}"
+            )
+        return text
+
+    async def join_session(self, session_id: str, agent_id: str) -> bool:
+        """Add ``agent_id`` to the session (appends a 'join' event); False if it already was a member."""
+        self._check_open()
+        started = time.perf_counter()
+        check_id(session_id)
+        check_id(agent_id, "agent id")
+        ok = False
+        try:
+            _, joined = await self.store.join(
+                self.keys.session(session_id), [session_id, agent_id, self.keys.global_channel]
+            )
+            ok = True
+        except SessionNotFoundError:
+            raise await self._missing(session_id) from None
+        finally:
+            self._observe("join", started, ok)
+        self.local_members.setdefault(session_id, set()).add(agent_id)
+        if joined:
+            await self._best_effort(
+                self.store.index_session(session_id, int(time.time() * 1000), agent_joined=agent_id)
+            )
+        return joined
+
+    async def leave_session(self, session_id: str, agent_id: str) -> bool:
+        """Remove ``agent_id`` (appends a 'leave' event); the last leave starts the grace period.
+
+        Returns False if the agent was not a member (leaving twice is harmless)."""
+        self._check_open(mutation=False)
+        started = time.perf_counter()
+        check_id(session_id)
+        check_id(agent_id, "agent id")
+        keys = self.keys.session(session_id)
+        ok = False
+        try:
+            _, left, _ = await self.store.leave(
+                keys, [session_id, agent_id, self.config.grace_ttl, self.keys.global_channel]
+            )
+            ok = True
+        except SessionNotFoundError:
+            raise await self._missing(session_id) from None
+        finally:
+            self._observe("leave", started, ok)
+        members = self.local_members.get(session_id)
+        if members is not None:
+            members.discard(agent_id)
+            if not members:
+                del self.local_members[session_id]
+        if left:
+            await self._best_effort(self.store.unindex_session_agent(session_id, agent_id))
+        return left
+
+    async def complete_session(self, session_id: str, actor: str) -> int:
+        """Mark the session completed (appends 'complete'); it then expires after ``grace_ttl``."""
+        self._check_open(mutation=False)
+        started = time.perf_counter()
+        check_id(session_id)
+        check_id(actor, "agent id")
+        ok = False
+        try:
+            seq, _ = await self.store.complete(
+                self.keys.session(session_id),
+                [session_id, actor, self.config.grace_ttl, self.keys.global_channel],
+            )
+            ok = True
+        except SessionNotFoundError:
+            raise await self._missing(session_id) from None
+        finally:
+            self._observe("complete", started, ok)
+        await self._best_effort(self.store.unindex_session(session_id, []))
+        return seq
+
+    async def get_session(self, session_id: str) -> SessionDocument:
+        """The session's current document (state, members, last seq, TTL, checkpoint...)."""
+        self._check_open(mutation=False)
+        check_id(session_id)
+        document = await self.store.get_session(session_id)
+        if document is None:
+            raise await self._missing(session_id)
+        return document
+
+    # -- events ---------------------------------------------------------------------------------------------
+    def _parse_event(self, event: SessionEvent | Mapping[str, Any]) -> SessionEvent:
+        if isinstance(event, SessionEvent):
+            return event
+        try:
+            return SessionEvent.model_validate(event)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "event"
+            raise InvalidEventError(
+                f"invalid event: {where}: {first['msg']}"
+                + (f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""),
+                errors=[f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()],
+            ) from None
+
+    async def emit_event(
+        self,
+        session_id: str,
+        event: SessionEvent | Mapping[str, Any],
+        actor: str,
+        *,
+        expected_seq: int | None = None,
+        idempotency_key: str | None = None,
+        reset_ttl: bool = True,
+        auto_checkpoint: bool = True,
+        publish_update: bool = True,
+    ) -> int:
+        """Append an event as ``actor``; returns its sequence number.
+
+        ``expected_seq``: refuse (``SequenceConflictError``) unless the session's last seq equals it.
+        ``idempotency_key``: a retried call with the same key returns the first call's seq, writing nothing.
+        A state transition whose ``from`` is not the current state raises ``StateConflictError``."""
+        self._check_open()
+        started = time.perf_counter()
+        check_id(session_id)
+        check_id(actor, "agent id")
+        parsed = self._parse_event(event)
+        if parsed.type in EventType.LIFECYCLE:
+            raise InvalidEventError(
+                f"event type {parsed.type!r} is written by huddle itself; use the method for it"
+            )
+        payload = parsed.payload_json()
+        size = len(payload) if len(payload) * 4 <= self.config.max_event_bytes else len(payload.encode())
+        if size > self.config.max_event_bytes:
+            raise InvalidEventError(
+                f"event payload is {size} bytes; the limit is {self.config.max_event_bytes}"
+            )
+        if expected_seq is not None and (not isinstance(expected_seq, int) or expected_seq < 0):
+            raise InvalidEventError(f"expected_seq must be a non-negative integer, got {expected_seq!r}")
+        token = (
+            os.urandom(8).hex() if idempotency_key is None else check_id(idempotency_key, "idempotency key")
+        )
+        transition = parsed.state_transition
+        cfg = self.config
+        keys = self.keys.session(session_id)
+        args: list[str | int] = [
+            session_id, actor, parsed.type, payload, token,
+            "" if expected_seq is None else expected_seq,
+            transition.from_state if transition else "", transition.to if transition else "",
+            1 if reset_ttl else 0, cfg.checkpoint_interval if auto_checkpoint else 0, cfg.max_events_per_session,
+            keys.channel if publish_update else "", self._failure_csv, self._failure_ttl_ms,
+            cfg.failure_snapshot_events, cfg.index_refresh_ms, cfg.max_checkpoints_per_session,
+        ]  # fmt: skip
+        ok = False
+        try:
+            result = await self.store.emit(keys, args)
+            ok = True
+        except SessionNotFoundError:
+            raise await self._missing(session_id) from None
+        finally:
+            if self._observers:
+                self._observe("emit", started, ok)
+        if result.index_due:
+            await self._best_effort(self.store.touch_active(session_id, result.at_ms))
+        if result.failure_snapshot_id:
+            await self._best_effort(self.store.index_failure(session_id, result.failure_snapshot_id))
+        return result.seq
+
+    async def get_events(
+        self, session_id: str, from_seq: int = 1, to_seq: int | None = None, limit: int | None = None
+    ) -> list[Event]:
+        """Stored events with ``from_seq <= seq <= to_seq`` (oldest first, at most ``limit``)."""
+        self._check_open(mutation=False)
+        check_id(session_id)
+        if from_seq < 0 or (to_seq is not None and to_seq < from_seq) or (limit is not None and limit < 1):
+            raise InvalidEventError(f"bad range: from_seq={from_seq} to_seq={to_seq} limit={limit}")
+        events = await self.store.get_events(session_id, max(from_seq, 1), to_seq, limit)
+        if not events and await self.store.first_and_last_seq(session_id) is None:
+            raise await self._missing(session_id)
+        return events
+
+    def subscribe(self, session_id: str, from_seq: int = 1) -> AsyncIterator[Event]:
+        """Every event from ``from_seq`` on, in order, exactly once: catch-up from the log, then live.
+
+        Survives Redis restarts (resumes by seq); raises ``EventsTrimmedError`` if events it still needed were
+        trimmed; ends when the session is completed and fully read, expires, or the manager closes."""
+        check_id(session_id)
+        return subscription.follow(self, session_id, from_seq)
+
+    def lifecycle(self) -> AsyncIterator[LifecycleNotice]:
+        """Notifications of session lifecycle events (start, join, leave, complete, checkpoint) as they happen.
+
+        Pub/sub: notifications sent while disconnected are not replayed (the event logs hold the truth)."""
+        return subscription.lifecycle(self)
+
+    # -- checkpoints and failure snapshots -------------------------------------------------------------------
+    async def checkpoint(
+        self,
+        session_id: str,
+        *,
+        actor: str = SYSTEM_ACTOR,
+        reason: str = "manual",
+        force_snapshot: bool = False,
+        grace_ttl: int | None = None,
+        include_failure_snapshot: bool = False,
+    ) -> str:
+        """Store the session's state; returns the checkpoint id (``cp-<seq>``).
+
+        Without ``force_snapshot`` a session with no events since its last checkpoint returns that one.
+        ``grace_ttl`` shortens the session's remaining lifetime to that many seconds (never deletes it).
+        ``include_failure_snapshot`` also takes a failure snapshot if the session is in a failure state."""
+        self._check_open(mutation=False)
+        started = time.perf_counter()
+        check_id(session_id)
+        check_id(actor, "agent id")
+        check_name(reason, "checkpoint reason")
+        if grace_ttl is not None and (not isinstance(grace_ttl, int) or grace_ttl < 1):
+            raise InvalidEventError(f"grace_ttl must be a positive number of seconds, got {grace_ttl!r}")
+        args: list[str | int] = [
+            session_id, actor, reason, 1 if force_snapshot else 0, "" if grace_ttl is None else grace_ttl,
+            1 if include_failure_snapshot else 0, self.config.max_checkpoints_per_session,
+            self.keys.global_channel, self._failure_csv, self._failure_ttl_ms, self.config.failure_snapshot_events,
+        ]  # fmt: skip
+        ok = False
+        try:
+            cp_id, _, _, failure_id = await self.store.checkpoint(self.keys.session(session_id), args)
+            ok = True
+        except SessionNotFoundError:
+            raise await self._missing(session_id) from None
+        finally:
+            self._observe("checkpoint", started, ok)
+        if failure_id:
+            await self._best_effort(self.store.index_failure(session_id, failure_id))
+        return cp_id
+
+    async def get_checkpoints(self, session_id: str, limit: int | None = None) -> list[Checkpoint]:
+        """The session's checkpoints, newest first."""
+        self._check_open(mutation=False)
+        check_id(session_id)
+        return await self.store.get_checkpoints(session_id, limit)
+
+    async def get_checkpoint(self, session_id: str, checkpoint_id: str) -> Checkpoint:
+        """One checkpoint by id (``cp-<seq>``)."""
+        self._check_open(mutation=False)
+        check_id(session_id)
+        seq_text = checkpoint_id.removeprefix("cp-")
+        checkpoint = (
+            await self.store.get_checkpoint(session_id, int(seq_text)) if seq_text.isdigit() else None
+        )
+        if checkpoint is None:
+            raise CheckpointNotFoundError(f"no checkpoint {checkpoint_id!r} in session {session_id!r}")
+        return checkpoint
+
+    async def list_failure_snapshots(self, limit: int = 100) -> list[FailureSnapshotRef]:
+        """Failure snapshots of all sessions, newest first (they outlive their sessions)."""
+        self._check_open(mutation=False)
+        return await self.store.failure_refs(limit)
+
+    async def get_failure_snapshot(self, session_id: str, snapshot_id: str) -> FailureSnapshot | None:
+        """One failure snapshot, or None if it expired."""
+        self._check_open(mutation=False)
+        check_id(session_id)
+        return await self.store.get_failure_snapshot(session_id, snapshot_id)
+
+    # -- administration ---------------------------------------------------------------------------------------
+    async def list_active_sessions(self, limit: int | None = None) -> list[str]:
+        """Ids of live, not completed sessions, most recently active first."""
+        self._check_open(mutation=False)
+        return await analytics.active_session_ids(self, limit)
+
+    async def get_sessions_by_agent(self, agent_id: str) -> list[str]:
+        """Ids of live sessions ``agent_id`` is a member of, most recently joined first."""
+        self._check_open(mutation=False)
+        check_id(agent_id, "agent id")
+        return await analytics.sessions_of_agent(self, agent_id)
+
+    async def get_stats(self) -> SessionStats:
+        """Statistics computed from the stored sessions."""
+        self._check_open(mutation=False)
+        return await analytics.compute_stats(self)
+
+    async def health_check(self) -> HealthStatus:
+        """Redis reachability, latency, version, memory, scripts and active sessions."""
+        return await maintenance.health_check(self)
+
+    async def perform_maintenance(self) -> MaintenanceReport:
+        """Remove index entries of expired or completed sessions and expired failure snapshots."""
+        self._check_open(mutation=False)
+        return await maintenance.perform_maintenance(self)
+
+    async def _best_effort(self, update: Any) -> None:
+        """Index updates after a successful script: failing them must not fail the (done) mutation."""
+        try:
+            await update
+        except HuddleError as exc:
+            log.warning("index update failed (perform_maintenance or the next event repairs it): %s", exc)

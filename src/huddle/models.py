@@ -1,0 +1,256 @@
+"""Pydantic models: events, session documents, checkpoints, failure snapshots, stats.
+
+Input models accept both snake_case and the spec's camelCase (``changeInfo``, ``entityIds``, ``verifiedBy``) so
+events written by agents in other languages validate unchanged.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from .ids import NAME_PATTERN
+
+SCHEMA_VERSION: Final = 1
+
+
+class EventType:
+    """Well-known event types. The set is open: any name matching ``[A-Za-z0-9_.:-]{1,64}`` is accepted."""
+
+    START: Final = "start"
+    JOIN: Final = "join"
+    LEAVE: Final = "leave"
+    MODIFIED: Final = "modified"
+    BROKE: Final = "broke"
+    FIXED: Final = "fixed"
+    TEST_PASS: Final = "test_pass"
+    CHECKPOINT: Final = "checkpoint"
+    HANDOFF: Final = "handoff"
+    COMPLETE: Final = "complete"
+
+    LIFECYCLE: Final = frozenset({START, JOIN, LEAVE, CHECKPOINT, COMPLETE})
+    """Types written by huddle itself; ``emit_event`` refuses them."""
+
+
+def ms_to_datetime(ms: int | str) -> datetime:
+    """Server milliseconds since the epoch as an aware UTC datetime."""
+    return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, str_max_length=4096
+    )
+
+
+class ChangeInfo(_Input):
+    """What an event changed."""
+
+    element_type: str = Field(min_length=1, max_length=128)
+    entity_ids: list[str] = Field(default_factory=list, max_length=10_000)
+    operation: str = Field(min_length=1, max_length=128)
+    semantic_hash: str | None = None
+    description: str | None = None
+
+
+class StateTransition(_Input):
+    """A change of the session's state; ``from`` must equal the current state or the event is refused."""
+
+    from_state: str = Field(
+        alias="from",
+        validation_alias=AliasChoices("from", "from_state", "fromState"),
+        pattern=NAME_PATTERN.pattern,
+    )
+    to: str = Field(pattern=NAME_PATTERN.pattern)
+    verified_by: str | None = Field(default=None, max_length=256)
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    critical_change: bool | None = None
+
+
+class Impact(_Input):
+    """What the change affects."""
+
+    severity: Literal["low", "medium", "high", "critical"] | None = None
+    tests_failed: list[str] = Field(default_factory=list)
+    perf_delta: float | None = None
+    external_ref: str | None = None
+    affected_entities: list[str] = Field(default_factory=list)
+
+
+_SERVER_ASSIGNED = ("id", "seq", "timestamp", "actor", "sessionId", "session_id")
+
+
+class SessionEvent(_Input):
+    """An event as an agent submits it. The server assigns seq, timestamp and actor."""
+
+    type: str = Field(pattern=NAME_PATTERN.pattern)
+    change_info: ChangeInfo | None = None
+    state_transition: StateTransition | None = None
+    impact: Impact | None = None
+    data: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_server_fields(cls, value: Any) -> Any:
+        # Events serialized by other clients may carry fields the server assigns; they are ignored, not trusted.
+        if isinstance(value, dict) and any(key in value for key in _SERVER_ASSIGNED):
+            return {k: v for k, v in value.items() if k not in _SERVER_ASSIGNED}
+        return value
+
+    def payload_json(self) -> str:
+        """The stored body (everything but the type), compact JSON."""
+        return self.model_dump_json(by_alias=False, exclude_none=True, exclude={"type"}, round_trip=True)
+
+
+class _Read(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+
+class Event(_Read):
+    """An event as stored: with its sequence number, actor and server timestamp."""
+
+    v: int = SCHEMA_VERSION
+    session_id: str
+    seq: int
+    type: str
+    actor: str
+    timestamp: datetime
+    change_info: ChangeInfo | None = None
+    state_transition: StateTransition | None = None
+    impact: Impact | None = None
+    data: dict[str, Any] | None = None
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _from_ms(cls, value: Any) -> Any:
+        if isinstance(value, int | str) and str(value).isdigit():
+            return ms_to_datetime(value)
+        return value
+
+
+class AgentInfo(_Read):
+    """A member of a session."""
+
+    agent_id: str
+    joined_at: datetime
+    last_seen: datetime
+
+
+class SessionDocument(_Read):
+    """The current state of a session."""
+
+    v: int = SCHEMA_VERSION
+    session_id: str
+    status: Literal["active", "completed"]
+    state: str
+    creator: str
+    created_at: datetime
+    updated_at: datetime
+    last_seq: int
+    first_seq: int = Field(description="oldest sequence number still in the log (older ones were trimmed)")
+    version: int
+    ttl: int = Field(description="seconds the session lives after activity")
+    expires_in: float | None = Field(description="seconds until the session expires, None if it has no TTL")
+    metadata: dict[str, Any]
+    agents: dict[str, AgentInfo]
+    last_checkpoint_id: str | None
+    last_checkpoint_seq: int
+    broken_since: datetime | None
+    in_grace: bool = Field(description="no agents left (or completed): the session expires after grace_ttl")
+
+
+class Checkpoint(_Read):
+    """A durable snapshot of a session's state at one sequence number."""
+
+    v: int = SCHEMA_VERSION
+    checkpoint_id: str
+    session_id: str
+    seq: int
+    state: str
+    status: str
+    agents: list[str]
+    metadata: dict[str, Any]
+    reason: str
+    created_at: datetime
+    failure_snapshot_id: str | None = None
+
+
+class FailureSnapshot(_Read):
+    """A copy of a session taken when it entered a failure state; it outlives the session."""
+
+    v: int = SCHEMA_VERSION
+    snapshot_id: str
+    session_id: str
+    seq: int = Field(description="sequence number of the event that entered the failure state")
+    created_at: datetime
+    state: str
+    status: str
+    agents: list[str]
+    metadata: dict[str, Any]
+    events: list[Event]
+
+
+class FailureSnapshotRef(_Read):
+    """An entry of the failure-snapshot index."""
+
+    session_id: str
+    snapshot_id: str
+    created_at: datetime
+
+
+class LifecycleNotice(_Read):
+    """A notification on the global channel (created, join, leave, complete, checkpoint)."""
+
+    type: str
+    session_id: str
+    seq: int
+    actor: str | None = None
+    timestamp: datetime
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _from_ms(cls, value: Any) -> Any:
+        if isinstance(value, int | str) and str(value).isdigit():
+            return ms_to_datetime(value)
+        return value
+
+
+class SessionStats(_Read):
+    """Statistics computed from the stored sessions (never estimated)."""
+
+    active_sessions: int
+    total_events: int
+    average_events_per_session: float
+    sessions_by_state: dict[str, int]
+    sessions_in_grace: int
+    distinct_agents: int
+    average_agents_per_session: float
+    failure_snapshots: int
+    computed_at: datetime
+
+
+class HealthStatus(_Read):
+    """Result of ``SessionManager.health_check``."""
+
+    status: Literal["healthy", "warning", "critical", "down"]
+    redis_reachable: bool
+    latency_ms: float | None
+    redis_version: str | None
+    used_memory_bytes: int | None
+    scripts_loaded: bool
+    active_sessions: int | None
+    problems: list[str]
+    checked_at: datetime
+
+
+class MaintenanceReport(_Read):
+    """What ``perform_maintenance`` found and repaired."""
+
+    scanned_index_entries: int
+    removed_active_entries: int
+    removed_failure_entries: int
+    removed_agent_entries: int
+    duration_ms: float

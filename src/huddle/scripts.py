@@ -1,0 +1,90 @@
+"""Lua scripts: loaded from ``scripts/*.lua`` once, called by SHA (reloaded after NOSCRIPT)."""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
+
+from .connection import RedisClient
+from .errors import (
+    HuddleError,
+    NotAMemberError,
+    SequenceConflictError,
+    SessionCompletedError,
+    SessionExistsError,
+    SessionNotFoundError,
+    StateConflictError,
+)
+
+_ERROR = re.compile(r"HUDDLE (\w+) \[([^\]]*)\]")
+SCRIPT_NAMES = ("create", "join", "leave", "emit", "checkpoint", "complete")
+
+
+@cache
+def script_source(name: str) -> str:
+    """The full source of script ``name`` (common helpers + the script body)."""
+    folder = resources.files("huddle") / "scripts"
+    common = (folder / "common.lua").read_text()
+    return common + "\n" + (folder / f"{name}.lua").read_text()
+
+
+class Scripts:
+    """The session scripts registered on one client."""
+
+    def __init__(self, client: RedisClient) -> None:
+        self._scripts: dict[str, AsyncScript] = {
+            name: client.register_script(script_source(name)) for name in SCRIPT_NAMES
+        }
+
+    async def load(self, client: RedisClient) -> None:
+        """SCRIPT LOAD every script (optional: calls load them on demand after NOSCRIPT)."""
+        for script in self._scripts.values():
+            script.sha = await client.script_load(script.script)
+
+    async def loaded(self, client: RedisClient) -> bool:
+        """True if the server has every script cached."""
+        shas = [script.sha for script in self._scripts.values()]
+        return all(await client.script_exists(*shas))
+
+    async def run(self, name: str, keys: list[str], args: list[str | int]) -> Any:
+        """Run a script; a ``HUDDLE <code>`` error reply becomes the matching ``HuddleError``."""
+        try:
+            return await self._scripts[name](keys=keys, args=args)
+        except ResponseError as exc:
+            raise translate_script_error(exc) from exc
+
+
+def translate_script_error(exc: ResponseError) -> Exception:
+    """Map a script's ``HUDDLE <code> <detail>`` error onto a typed error (others pass through)."""
+    match = _ERROR.search(str(exc))
+    if match is None:
+        original: Exception = exc
+        return original
+    code, detail = match.group(1), match.group(2)
+    if code == "session_not_found":
+        return SessionNotFoundError(f"session {detail!r} not found", session_id=detail)
+    if code == "session_exists":
+        return SessionExistsError(f"session {detail!r} already exists", session_id=detail)
+    if code == "session_completed":
+        return SessionCompletedError(
+            f"session {detail!r} is completed; it accepts no events", session_id=detail
+        )
+    if code == "not_a_member":
+        return NotAMemberError(
+            f"agent {detail!r} is not a member of the session; join it first", agent_id=detail
+        )
+    if code == "sequence_conflict":
+        return SequenceConflictError(
+            f"expected_seq does not match: the session is at seq {detail}", current_seq=int(detail)
+        )
+    if code == "state_conflict":
+        return StateConflictError(
+            f"state transition refused: the session's state is {detail!r}", current_state=detail
+        )
+    return HuddleError(f"script error {code}: {json.dumps(detail)}")

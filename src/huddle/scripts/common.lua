@@ -1,0 +1,106 @@
+-- common.lua: helpers prepended to every huddle script (not a script of its own).
+-- Every session script takes the same six keys, all in the session's hash slot:
+-- KEYS[1] meta (hash)  KEYS[2] events (stream, id 0-<seq>)  KEYS[3] agents (hash agent -> joined:last_seen)
+-- KEYS[4] checkpoints (stream, id 0-<seq>)  KEYS[5] idem (hash token -> seq)  KEYS[6] failures (stream)
+local K_META, K_EVENTS, K_AGENTS, K_CPS, K_IDEM, K_FAIL = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+
+local function fmt(n)
+  return string.format('%d', n)
+end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Raise a typed error; the Python side maps 'HUDDLE <code> [<detail>]' onto HuddleError subclasses (the
+-- server wraps the text differently in 6.2 and 7.x, hence the brackets). Every script validates before its
+-- first write, so raising never leaves a partial mutation behind.
+local function huddle_error(code, detail)
+  error('HUDDLE ' .. code .. ' [' .. (detail or '') .. ']')
+end
+
+local function in_csv(csv, item)
+  return csv ~= '' and string.find(',' .. csv .. ',', ',' .. item .. ',', 1, true) ~= nil
+end
+
+-- Append one event with sequence number seq (stream id 0-<seq>).
+local function append_event(seq, etype, actor, ts, payload, token)
+  if token ~= nil and token ~= '' then
+    redis.call('XADD', K_EVENTS, '0-' .. fmt(seq), 't', etype, 'a', actor, 'ts', fmt(ts), 'd', payload, 'k', token)
+  else
+    redis.call('XADD', K_EVENTS, '0-' .. fmt(seq), 't', etype, 'a', actor, 'ts', fmt(ts), 'd', payload)
+  end
+end
+
+-- Set the same remaining lifetime (ms) on every session key except failures (which has its own).
+local function expire_session(ttl_ms)
+  for i = 1, 5 do
+    redis.call('PEXPIRE', KEYS[i], ttl_ms)
+  end
+end
+
+-- Keep newly created keys on the session's current lifetime without extending it.
+local function keep_ttl()
+  local pttl = redis.call('PTTL', K_META)
+  if pttl > 0 then
+    expire_session(pttl)
+  end
+end
+
+-- Copy the session into the failures stream; it outlives the session (own TTL). Returns the snapshot id.
+local function write_failure(seq, ts, state, status, metadata, nevents, ttl_ms)
+  local agents = table.concat(redis.call('HKEYS', K_AGENTS), ',')
+  local events = '[]'
+  if nevents > 0 then
+    events = cjson.encode(redis.call('XREVRANGE', K_EVENTS, '+', '-', 'COUNT', nevents))
+  end
+  local id = redis.call('XADD', K_FAIL, '*', 'seq', fmt(seq), 'ts', fmt(ts), 'state', state, 'status', status,
+    'agents', agents, 'metadata', metadata, 'events', events)
+  redis.call('PEXPIRE', K_FAIL, ttl_ms)
+  return id
+end
+
+-- Append a 'checkpoint' event at seq and store the session's state under checkpoint id cp-<seq>.
+local function write_checkpoint(seq, ts, actor, reason, state, status, metadata, failure_id, max_cps)
+  local cp_id = 'cp-' .. fmt(seq)
+  append_event(seq, 'checkpoint', actor, ts,
+    '{"data":{"checkpoint_id":"' .. cp_id .. '","reason":"' .. reason .. '"}}', nil)
+  local agents = table.concat(redis.call('HKEYS', K_AGENTS), ',')
+  redis.call('XADD', K_CPS, 'MAXLEN', max_cps, '0-' .. fmt(seq), 'ts', fmt(ts), 'state', state,
+    'status', status, 'agents', agents, 'metadata', metadata, 'reason', reason, 'failure', failure_id or '')
+  return cp_id
+end
+
+-- Trim the event log to max_events entries, dropping the idempotency tokens of trimmed events.
+-- Returns the first sequence number still in the log, or nil when nothing was trimmed.
+local function trim_events(max_events)
+  local len = redis.call('XLEN', K_EVENTS)
+  if len <= max_events then
+    return nil
+  end
+  local old = redis.call('XRANGE', K_EVENTS, '-', '+', 'COUNT', len - max_events)
+  local tokens = {}
+  for _, entry in ipairs(old) do
+    local fields = entry[2]
+    for i = 1, #fields, 2 do
+      if fields[i] == 'k' then
+        tokens[#tokens + 1] = fields[i + 1]
+        if #tokens >= 500 then
+          redis.call('HDEL', K_IDEM, unpack(tokens))
+          tokens = {}
+        end
+      end
+    end
+  end
+  if #tokens > 0 then
+    redis.call('HDEL', K_IDEM, unpack(tokens))
+  end
+  redis.call('XTRIM', K_EVENTS, 'MAXLEN', max_events)
+  return tonumber(string.sub(old[#old][1], 3)) + 1
+end
+
+local function notice(etype, sid, seq, actor, ts)
+  return '{"type":"' .. etype .. '","session_id":"' .. sid .. '","seq":' .. fmt(seq) ..
+    ',"actor":"' .. actor .. '","timestamp":' .. fmt(ts) .. '}'
+end

@@ -1,0 +1,362 @@
+"""SessionStore: typed access to Redis (scripts and reads) for sessions. No business rules live here."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .connection import RedisClient
+from .errors import RedisUnavailableError
+from .keys import KeySpace, SessionKeys
+from .models import (
+    AgentInfo,
+    Checkpoint,
+    Event,
+    FailureSnapshot,
+    FailureSnapshotRef,
+    SessionDocument,
+    ms_to_datetime,
+)
+from .scripts import Scripts
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionResetError, OSError)
+
+
+def redis_boundary(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Convert redis-py connection failures (after its bounded retries) into ``RedisUnavailableError``."""
+
+    @functools.wraps(func)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await func(*args, **kwargs)
+        except REDIS_DOWN as exc:
+            raise RedisUnavailableError(f"Redis is unavailable: {exc}") from exc
+
+    return wrapper
+
+
+@dataclass(frozen=True, slots=True)
+class EmitResult:
+    """What the emit script did."""
+
+    seq: int
+    index_due: bool
+    checkpoint_id: str | None
+    duplicate: bool
+    failure_snapshot_id: str | None
+    last_seq: int
+    at_ms: int
+
+
+def parse_event(session_id: str, entry_id: str, fields: dict[str, str]) -> Event:
+    """One stream entry as an ``Event``."""
+    body: dict[str, Any] = json.loads(fields.get("d") or "{}")
+    body.update(
+        session_id=session_id,
+        seq=int(entry_id[2:]),
+        type=fields["t"],
+        actor=fields["a"],
+        timestamp=int(fields["ts"]),
+    )
+    return Event.model_validate(body)
+
+
+def _agents_list(csv: str) -> list[str]:
+    return [agent for agent in csv.split(",") if agent]
+
+
+def parse_session(
+    session_id: str, meta: dict[str, str], agents: dict[str, str], pttl: int
+) -> SessionDocument:
+    """Build a ``SessionDocument`` from the raw meta and agents hashes."""
+    members = {}
+    for agent, value in agents.items():
+        joined, _, seen = value.partition(":")
+        members[agent] = AgentInfo(
+            agent_id=agent, joined_at=ms_to_datetime(joined), last_seen=ms_to_datetime(seen or joined)
+        )
+    return SessionDocument(
+        session_id=session_id,
+        status=meta["status"],
+        state=meta["state"],
+        creator=meta["creator"],
+        created_at=ms_to_datetime(meta["created"]),
+        updated_at=ms_to_datetime(meta["updated"]),
+        last_seq=int(meta["seq"]),
+        first_seq=int(meta.get("first", "1")),
+        version=int(meta["ver"]),
+        ttl=int(meta["ttl"]),
+        expires_in=pttl / 1000 if pttl > 0 else None,
+        metadata=json.loads(meta.get("md") or "{}"),
+        agents=members,
+        last_checkpoint_id=meta.get("cp") or None,
+        last_checkpoint_seq=int(meta.get("cps", "0")),
+        broken_since=ms_to_datetime(meta["broken"]) if meta.get("broken") else None,
+        in_grace=meta.get("grace") == "1",
+    )
+
+
+def parse_checkpoint(session_id: str, entry_id: str, fields: dict[str, str]) -> Checkpoint:
+    """One checkpoints-stream entry as a ``Checkpoint``."""
+    seq = int(entry_id[2:])
+    failure = fields.get("failure") or ""
+    return Checkpoint(
+        checkpoint_id=f"cp-{seq}",
+        session_id=session_id,
+        seq=seq,
+        state=fields["state"],
+        status=fields["status"],
+        agents=_agents_list(fields.get("agents", "")),
+        metadata=json.loads(fields.get("metadata") or "{}"),
+        reason=fields.get("reason", ""),
+        created_at=ms_to_datetime(fields["ts"]),
+        failure_snapshot_id=failure or None,
+    )
+
+
+def parse_failure(session_id: str, entry_id: str, fields: dict[str, str]) -> FailureSnapshot:
+    """One failures-stream entry as a ``FailureSnapshot`` (its events oldest first)."""
+    raw_events = json.loads(fields.get("events") or "[]")
+    events = []
+    if isinstance(raw_events, list):
+        for event_id, flat in reversed(raw_events):
+            pairs = dict(zip(flat[::2], flat[1::2], strict=True))
+            events.append(parse_event(session_id, event_id, pairs))
+    return FailureSnapshot(
+        snapshot_id=entry_id,
+        session_id=session_id,
+        seq=int(fields["seq"]),
+        created_at=ms_to_datetime(fields["ts"]),
+        state=fields["state"],
+        status=fields["status"],
+        agents=_agents_list(fields.get("agents", "")),
+        metadata=json.loads(fields.get("metadata") or "{}"),
+        events=events,
+    )
+
+
+class SessionStore:
+    """Scripts and reads for sessions and the global indexes, on one client."""
+
+    def __init__(self, client: RedisClient, keyspace: KeySpace) -> None:
+        self.client = client
+        self.keys = keyspace
+        self.scripts = Scripts(client)
+
+    @redis_boundary
+    async def load(self) -> None:
+        """PING, then load every script."""
+        await self.client.ping()
+        await self.scripts.load(self.client)
+
+    @redis_boundary
+    async def scripts_loaded(self) -> bool:
+        """True if the server has every script cached."""
+        return await self.scripts.loaded(self.client)
+
+    # -- mutations (one script each) ------------------------------------------------------------------------
+    @redis_boundary
+    async def create(self, keys: SessionKeys, args: list[str | int]) -> tuple[int, int, bool]:
+        """Run create.lua; returns (seq, created_ms, duplicate)."""
+        seq, created, duplicate = await self.scripts.run("create", keys.all, args)
+        return int(seq), int(created), bool(duplicate)
+
+    @redis_boundary
+    async def join(self, keys: SessionKeys, args: list[str | int]) -> tuple[int, bool]:
+        """Run join.lua; returns (seq, joined)."""
+        seq, joined = await self.scripts.run("join", keys.all, args)
+        return int(seq), bool(joined)
+
+    @redis_boundary
+    async def leave(self, keys: SessionKeys, args: list[str | int]) -> tuple[int, bool, int]:
+        """Run leave.lua; returns (seq, left, remaining members)."""
+        seq, left, remaining = await self.scripts.run("leave", keys.all, args)
+        return int(seq), bool(left), int(remaining)
+
+    @redis_boundary
+    async def complete(self, keys: SessionKeys, args: list[str | int]) -> tuple[int, bool]:
+        """Run complete.lua; returns (seq, completed now)."""
+        seq, done = await self.scripts.run("complete", keys.all, args)
+        return int(seq), bool(done)
+
+    @redis_boundary
+    async def emit(self, keys: SessionKeys, args: list[str | int]) -> EmitResult:
+        """Run emit.lua."""
+        seq, due, cp_id, dup, failure_id, last, now = await self.scripts.run("emit", keys.all, args)
+        return EmitResult(
+            int(seq), bool(due), cp_id or None, bool(dup), failure_id or None, int(last), int(now)
+        )
+
+    @redis_boundary
+    async def checkpoint(self, keys: SessionKeys, args: list[str | int]) -> tuple[str, int, bool, str | None]:
+        """Run checkpoint.lua; returns (checkpoint id, seq, created, failure snapshot id)."""
+        cp_id, seq, created, failure_id = await self.scripts.run("checkpoint", keys.all, args)
+        return str(cp_id), int(seq), bool(created), failure_id or None
+
+    # -- reads ----------------------------------------------------------------------------------------------
+    @redis_boundary
+    async def get_session(self, session_id: str) -> SessionDocument | None:
+        """The session's current document, read in one MULTI (a consistent view), or None."""
+        keys = self.keys.session(session_id)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hgetall(keys.meta).hgetall(keys.agents).pttl(keys.meta)
+            meta, agents, pttl = await pipe.execute()
+        if not meta:
+            return None
+        return parse_session(session_id, meta, agents, int(pttl))
+
+    @redis_boundary
+    async def exists(self, session_ids: Iterable[str]) -> dict[str, bool]:
+        """Which of these sessions exist (one pipelined round trip)."""
+        ids = list(session_ids)
+        if not ids:
+            return {}
+        async with self.client.pipeline(transaction=False) as pipe:
+            for sid in ids:
+                pipe.exists(self.keys.session(sid).meta)
+            found = await pipe.execute()
+        return {sid: bool(hit) for sid, hit in zip(ids, found, strict=True)}
+
+    @redis_boundary
+    async def get_events(
+        self, session_id: str, from_seq: int, to_seq: int | None, limit: int | None
+    ) -> list[Event]:
+        """Events with from_seq <= seq <= to_seq, oldest first."""
+        end = f"0-{to_seq}" if to_seq is not None else "+"
+        entries = await self.client.xrange(
+            self.keys.session(session_id).events, f"0-{from_seq}", end, count=limit
+        )
+        return [parse_event(session_id, entry_id, fields) for entry_id, fields in entries]
+
+    @redis_boundary
+    async def read_events_after(
+        self, session_id: str, after_seq: int, count: int, block_ms: int | None
+    ) -> list[Event]:
+        """Events with seq > after_seq; with ``block_ms`` waits up to that long for the next one (XREAD)."""
+        stream = self.keys.session(session_id).events
+        reply = await self.client.xread({stream: f"0-{after_seq}"}, count=count, block=block_ms)
+        if not reply:
+            return []
+        # RESP2 gives [[stream, entries]], RESP3 a dict {stream: [entries]}.
+        entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
+        return [parse_event(session_id, entry_id, fields) for entry_id, fields in entries]
+
+    @redis_boundary
+    async def first_and_last_seq(self, session_id: str) -> tuple[int, int] | None:
+        """(first seq still in the log, last seq) or None if the session does not exist."""
+        first, last = await self.client.hmget(self.keys.session(session_id).meta, ["first", "seq"])
+        if last is None:
+            return None
+        return int(first or 1), int(last)
+
+    @redis_boundary
+    async def get_checkpoints(self, session_id: str, limit: int | None = None) -> list[Checkpoint]:
+        """The session's checkpoints, newest first."""
+        entries = await self.client.xrevrange(
+            self.keys.session(session_id).checkpoints, "+", "-", count=limit
+        )
+        return [parse_checkpoint(session_id, entry_id, fields) for entry_id, fields in entries]
+
+    @redis_boundary
+    async def get_checkpoint(self, session_id: str, seq: int) -> Checkpoint | None:
+        """One checkpoint by its seq."""
+        entries = await self.client.xrange(self.keys.session(session_id).checkpoints, f"0-{seq}", f"0-{seq}")
+        return parse_checkpoint(session_id, *entries[0]) if entries else None
+
+    @redis_boundary
+    async def get_failure_snapshots(self, session_id: str, limit: int | None = None) -> list[FailureSnapshot]:
+        """The session's failure snapshots, newest first."""
+        entries = await self.client.xrevrange(self.keys.session(session_id).failures, "+", "-", count=limit)
+        return [parse_failure(session_id, entry_id, fields) for entry_id, fields in entries]
+
+    @redis_boundary
+    async def get_failure_snapshot(self, session_id: str, snapshot_id: str) -> FailureSnapshot | None:
+        """One failure snapshot by its id."""
+        key = self.keys.session(session_id).failures
+        entries = await self.client.xrange(key, snapshot_id, snapshot_id)
+        return parse_failure(session_id, *entries[0]) if entries else None
+
+    # -- global indexes (outside the session slot; updated right after the script) --------------------------
+    @redis_boundary
+    async def index_session(
+        self, session_id: str, at_ms: int, *, agent_joined: str | None = None, agent_left: str | None = None
+    ) -> None:
+        """Record activity in the active index and membership in the agent index (one round trip)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.zadd(self.keys.active_index_for(session_id), {session_id: at_ms})
+            if agent_joined is not None:
+                pipe.zadd(self.keys.agent_sessions(agent_joined), {session_id: at_ms})
+            if agent_left is not None:
+                pipe.zrem(self.keys.agent_sessions(agent_left), session_id)
+            await pipe.execute()
+
+    @redis_boundary
+    async def touch_active(self, session_id: str, at_ms: int) -> None:
+        """Move the session's activity time forward in the active index."""
+        await self.client.zadd(self.keys.active_index_for(session_id), {session_id: at_ms}, gt=True)
+
+    @redis_boundary
+    async def unindex_session(self, session_id: str, agents: Iterable[str]) -> None:
+        """Drop a session from the active index and from the given agents' indexes."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.zrem(self.keys.active_index_for(session_id), session_id)
+            for agent in agents:
+                pipe.zrem(self.keys.agent_sessions(agent), session_id)
+            await pipe.execute()
+
+    @redis_boundary
+    async def unindex_session_agent(self, session_id: str, agent_id: str) -> None:
+        """Drop a session from one agent's index."""
+        await self.client.zrem(self.keys.agent_sessions(agent_id), session_id)
+
+    @redis_boundary
+    async def index_failure(self, session_id: str, snapshot_id: str) -> None:
+        """Add a failure snapshot to the failure index."""
+        created = int(snapshot_id.split("-")[0])
+        await self.client.zadd(
+            self.keys.failure_index_for(session_id), {f"{session_id}/{snapshot_id}": created}
+        )
+
+    @redis_boundary
+    async def active_score(self, session_id: str) -> float | None:
+        """The session's last recorded activity (ms) in the active index, if any."""
+        score = await self.client.zscore(self.keys.active_index_for(session_id), session_id)
+        return float(score) if score is not None else None
+
+    @redis_boundary
+    async def read_index(
+        self, keys: list[str], min_score: float | str = "-inf", limit: int | None = None
+    ) -> list[tuple[str, float]]:
+        """Merge sharded sorted sets: (member, score) newest first, at most ``limit``."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                if limit is None:
+                    pipe.zrevrangebyscore(key, "+inf", min_score, withscores=True)
+                else:
+                    pipe.zrevrangebyscore(key, "+inf", min_score, start=0, num=limit, withscores=True)
+            shards = await pipe.execute()
+        merged = [(str(member), float(score)) for shard in shards for member, score in shard]
+        merged.sort(key=lambda item: item[1], reverse=True)
+        return merged[:limit] if limit is not None else merged
+
+    @redis_boundary
+    async def failure_refs(self, limit: int | None) -> list[FailureSnapshotRef]:
+        """Failure snapshots from the index, newest first."""
+        refs = []
+        for member, score in await self.read_index(self.keys.failure_indexes(), limit=limit):
+            session_id, _, snapshot_id = member.rpartition("/")
+            refs.append(
+                FailureSnapshotRef(
+                    session_id=session_id, snapshot_id=snapshot_id, created_at=ms_to_datetime(int(score))
+                )
+            )
+        return refs

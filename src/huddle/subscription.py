@@ -1,0 +1,91 @@
+"""Following a session's events (stream catch-up then live) and the global lifecycle feed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from redis.exceptions import RedisError
+
+from .errors import EventsTrimmedError, RedisUnavailableError
+from .models import Event, LifecycleNotice
+
+if TYPE_CHECKING:
+    from .manager import SessionManager
+
+log = logging.getLogger("huddle.subscription")
+
+BATCH = 200
+MAX_BACKOFF = 2.0
+
+
+async def follow(manager: SessionManager, session_id: str, from_seq: int) -> AsyncIterator[Event]:
+    """Yield every event with seq >= from_seq exactly once, in order; see ``SessionManager.subscribe``.
+
+    The stream is the source of truth: XREAD BLOCK from the last seq delivered, so nothing written during the
+    hand-over from catch-up to live can be skipped or repeated, and after a reconnect reading resumes at the
+    next seq. A gap between the seq expected and the seq read can only mean trimming, which is reported."""
+    store = manager.store
+    bounds = await store.first_and_last_seq(session_id)
+    if bounds is None:
+        raise await manager._missing(session_id)
+    next_seq = max(from_seq, 1)
+    if next_seq < bounds[0]:
+        raise EventsTrimmedError(
+            f"events {next_seq}..{bounds[0] - 1} of session {session_id!r} were trimmed",
+            session_id=session_id, first_available=bounds[0],
+        )  # fmt: skip
+    block_ms = min(manager.config.subscribe_block_ms, int(manager.config.socket_timeout * 1000) - 250)
+    backoff = 0.05
+    while not manager.closed:
+        try:
+            events = await store.read_events_after(session_id, next_seq - 1, BATCH, max(block_ms, 10))
+            if not events:
+                meta = await store.client.hmget(store.keys.session(session_id).meta, ["status", "seq"])
+                if meta[0] is None:
+                    return  # expired or deleted: no event will come any more
+                if meta[0] == "completed" and int(meta[1]) < next_seq:
+                    return
+                continue
+        except (RedisUnavailableError, RedisError, OSError) as exc:
+            if manager.closed:
+                return
+            log.warning("subscription to %s lost Redis (%s); resuming at seq %d", session_id, exc, next_seq)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+            continue
+        backoff = 0.05
+        for event in events:
+            if event.seq != next_seq:
+                raise EventsTrimmedError(
+                    f"events {next_seq}..{event.seq - 1} of session {session_id!r} were trimmed before they were read",
+                    session_id=session_id, first_available=event.seq,
+                )  # fmt: skip
+            next_seq += 1
+            yield event
+
+
+async def lifecycle(manager: SessionManager) -> AsyncIterator[LifecycleNotice]:
+    """Yield lifecycle notices from the global channel until the manager closes; reconnects by itself."""
+    backoff = 0.05
+    while not manager.closed:
+        pubsub = manager.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(manager.keys.global_channel)
+            backoff = 0.05
+            while not manager.closed:
+                message = await pubsub.get_message(timeout=1.0)
+                if message is not None and message.get("type") == "message":
+                    yield LifecycleNotice.model_validate_json(message["data"])
+        except (RedisError, OSError) as exc:
+            if manager.closed:
+                return
+            log.warning("lifecycle feed lost Redis (%s); resubscribing", exc)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()
