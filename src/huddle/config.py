@@ -117,13 +117,19 @@ class SessionManagerConfig(RedisSettings):
 
     namespace: str = Field(default="huddle", pattern=_NAME, description="prefix of every key")
     default_ttl: int = Field(
-        default=3600, ge=1, description="seconds a session lives after its last activity"
+        default=3600,
+        ge=60,
+        le=7 * 86400,
+        description="seconds a session lives after its last activity (60 s..7 days)",
     )
-    grace_ttl: int = Field(default=300, ge=1, description="seconds a session lives after last leave/complete")
-    checkpoint_interval: int = Field(
-        default=10, ge=0, description="auto-checkpoint every N events (0 turns auto-checkpoints off)"
+    grace_ttl: int = Field(
+        default=300, ge=60, le=3600, description="seconds a session lives after its last leave or completion"
     )
-    max_events_per_session: int = Field(default=1000, ge=1, description="events kept in a session's log")
+    checkpoint_interval: int = Field(default=10, ge=1, le=1000, description="auto-checkpoint every N events")
+    enable_auto_checkpoint: bool = True
+    max_events_per_session: int = Field(
+        default=1000, ge=10, le=100_000, description="events kept in a session's log (older ones are trimmed)"
+    )
     max_checkpoints_per_session: int = Field(default=100, ge=1)
     enable_failure_snapshots: bool = True
     failure_states: tuple[str, ...] = Field(

@@ -155,8 +155,8 @@ class SessionManager:
         sid = check_id(session_id) if session_id is not None else new_session_id()
         state = check_name(initial_state or self.config.initial_state, "state")
         ttl = self.config.default_ttl if ttl is None else ttl
-        if not isinstance(ttl, int) or ttl < 1:
-            raise InvalidEventError(f"ttl must be a positive number of seconds, got {ttl!r}")
+        if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= 30 * 86400:
+            raise InvalidEventError(f"ttl must be 1..{30 * 86400} seconds, got {ttl!r}")
         metadata_json = self._metadata_json(metadata)
         keys = self.keys.session(sid)
         args: list[str | int] = [
@@ -330,7 +330,7 @@ class SessionManager:
             session_id, actor, parsed.type, payload, token,
             "" if expected_seq is None else expected_seq,
             transition.from_state if transition else "", transition.to if transition else "",
-            1 if reset_ttl else 0, cfg.checkpoint_interval if auto_checkpoint else 0, cfg.max_events_per_session,
+            1 if reset_ttl else 0, cfg.checkpoint_interval if auto_checkpoint and cfg.enable_auto_checkpoint else 0, cfg.max_events_per_session,
             keys.channel if publish_update else "", self._failure_csv, self._failure_ttl_ms,
             cfg.failure_snapshot_events, cfg.index_refresh_ms, cfg.max_checkpoints_per_session,
         ]  # fmt: skip

@@ -22,5 +22,7 @@ async def redis_config(**overrides: object) -> AsyncIterator[SessionManagerConfi
         yield SessionManagerConfig(**overrides)  # type: ignore[arg-type]
         return
     async with EmbeddedRedis() as server:
-        err_console.print(f"[dim]no HUDDLE_REDIS_URL: using an embedded redis-server {server.version()} at {server.url}[/]")
+        err_console.print(
+            f"[dim]no HUDDLE_REDIS_URL: using an embedded redis-server {server.version()} at {server.url}[/]"
+        )
         yield SessionManagerConfig(**{"redis_url": server.url, **overrides})  # type: ignore[arg-type]

@@ -14,7 +14,10 @@ from .common import console, redis_config
 
 
 def _modified(element: str, entity: str) -> dict[str, Any]:
-    return {"type": "modified", "change_info": {"element_type": element, "entity_ids": [entity], "operation": "modified"}}
+    return {
+        "type": "modified",
+        "change_info": {"element_type": element, "entity_ids": [entity], "operation": "modified"},
+    }
 
 
 async def run_demo(config: SessionManagerConfig) -> list[Event]:
@@ -35,8 +38,14 @@ async def run_demo(config: SessionManagerConfig) -> list[Event]:
         await asyncio.gather(
             frontend.emit_event(sid, _modified("component", "LoginForm.tsx"), "frontend-agent"),
             backend.emit_event(sid, _modified("function", "auth/login.ts"), "backend-agent"),
-            *(frontend.emit_event(sid, _modified("component", f"Field{i}.tsx"), "frontend-agent") for i in range(3)),
-            *(backend.emit_event(sid, _modified("function", f"auth/token{i}.ts"), "backend-agent") for i in range(3)),
+            *(
+                frontend.emit_event(sid, _modified("component", f"Field{i}.tsx"), "frontend-agent")
+                for i in range(3)
+            ),
+            *(
+                backend.emit_event(sid, _modified("function", f"auth/token{i}.ts"), "backend-agent")
+                for i in range(3)
+            ),
         )
         await testing.join_session(sid, "testing-agent")
         await testing.emit_event(
@@ -44,7 +53,12 @@ async def run_demo(config: SessionManagerConfig) -> list[Event]:
             {
                 "type": "broke",
                 "changeInfo": {"elementType": "test", "entityIds": ["auth.test.ts"], "operation": "failed"},
-                "stateTransition": {"from": "working", "to": "broken", "verifiedBy": "test-suite", "confidence": 0.95},
+                "stateTransition": {
+                    "from": "working",
+                    "to": "broken",
+                    "verifiedBy": "test-suite",
+                    "confidence": 0.95,
+                },
                 "impact": {"severity": "high", "testsFailed": ["auth.test.ts::login"]},
             },
             "testing-agent",
@@ -53,12 +67,23 @@ async def run_demo(config: SessionManagerConfig) -> list[Event]:
             sid,
             {
                 "type": "fixed",
-                "change_info": {"element_type": "component", "entity_ids": ["LoginForm.tsx"], "operation": "modified"},
-                "state_transition": {"from": "broken", "to": "working", "verified_by": "manual-test", "confidence": 0.9},
+                "change_info": {
+                    "element_type": "component",
+                    "entity_ids": ["LoginForm.tsx"],
+                    "operation": "modified",
+                },
+                "state_transition": {
+                    "from": "broken",
+                    "to": "working",
+                    "verified_by": "manual-test",
+                    "confidence": 0.9,
+                },
             },
             "frontend-agent",
         )
-        await testing.emit_event(sid, {"type": "test_pass", "data": {"suite": "auth", "passed": 42}}, "testing-agent")
+        await testing.emit_event(
+            sid, {"type": "test_pass", "data": {"suite": "auth", "passed": 42}}, "testing-agent"
+        )
         checkpoint_id = await frontend.checkpoint(sid, actor="frontend-agent")
         await asyncio.wait_for(watcher, timeout=10)
         document = await frontend.get_session(sid)
