@@ -22,7 +22,7 @@ append_event(1, 'start', creator, now, '{"data":{"initial_state":"' .. state .. 
 redis.call('HSET', K_AGENTS, creator, fmt(now) .. ':' .. fmt(now))
 redis.call('HSET', K_META, 'v', '1', 'status', 'active', 'state', state, 'creator', creator,
   'created', fmt(now), 'updated', fmt(now), 'seq', '1', 'first', '1', 'ver', '1', 'ttl', fmt(ttl),
-  'md', metadata, 'cp', '', 'cps', '0', 'ncp', '1', 'broken', '', 'idx', fmt(now), 'ctok', token, 'grace', '0')
+  'md', metadata, 'cp', '', 'cps', '0', 'ncp', '0', 'broken', '', 'idx', fmt(now), 'ctok', token, 'grace', '0')
 expire_session(ttl * 1000)
 if channel ~= '' then
   redis.call('PUBLISH', channel, notice('start', sid, 1, creator, now))
