@@ -1,0 +1,294 @@
+"""Benchmark: ``SessionManager.emit_event`` against a raw redis-py EVALSHA baseline doing the same Redis work.
+
+Run: ``.venv/bin/python benchmarks/emit.py`` (``make bench``). Uses ``HUDDLE_REDIS_URL`` if set, else starts an
+embedded redis-server. Both sides run in the same process, on the same server, with clients built from the same
+settings; rounds alternate (baseline, huddle, huddle, baseline, ...) and the medians over rounds are reported.
+
+The baseline EVALSHAs the very text of ``scripts/common.lua`` + ``scripts/emit.lua`` (read from the installed
+package, so the server work is identical: TIME, idempotency HSET, XADD, agent HSET, meta HSET, PEXPIREs,
+PUBLISH, auto-checkpoint every N, trimming) with a payload serialized once and tokens generated up front.
+What the ratio measures is therefore huddle's Python overhead: id checks, event validation, serialization,
+argument building, error mapping and result parsing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import huddle
+from huddle import EmbeddedRedis, SessionEvent, SessionManager, SessionManagerConfig
+from huddle.connection import RedisClient, create_client
+from huddle.keys import SessionKeys
+
+TARGET_SEQUENTIAL = 0.75
+TARGET_CONCURRENT = 0.6
+
+EVENT: dict[str, Any] = {
+    "type": "modified",
+    "changeInfo": {
+        "elementType": "function",
+        "entityIds": ["src/auth/login.ts", "src/auth/session.ts"],
+        "operation": "updated",
+        "description": "validate the refresh token before issuing a new one",
+    },
+    "impact": {"severity": "medium", "affectedEntities": ["auth.test.ts"]},
+    "data": {"lines_changed": 42, "reviewer": "frontend-agent"},
+}
+"""A typical agent event, as a plain dict with the spec's camelCase names (validated on every call)."""
+
+EmitCall = Callable[[int, str], Awaitable[Any]]
+"""Emit event number ``i`` as ``actor``."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One timed run: wall seconds and per-call latencies (seconds)."""
+
+    events: int
+    wall: float
+    latencies: list[float]
+
+    @property
+    def throughput(self) -> float:
+        return self.events / self.wall
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def run_sequential(emit: EmitCall, actor: str, count: int) -> Sample:
+    """``count`` emits one after the other."""
+    latencies = []
+    clock = time.perf_counter
+    begin = clock()
+    for i in range(count):
+        start = clock()
+        await emit(i, actor)
+        latencies.append(clock() - start)
+    return Sample(count, clock() - begin, latencies)
+
+
+async def run_concurrent(emit: EmitCall, actors: Sequence[str], per_agent: int) -> Sample:
+    """Every actor emits ``per_agent`` events, all actors at once (one task each)."""
+    latencies: list[float] = []
+    clock = time.perf_counter
+
+    async def agent(index: int, actor: str) -> None:
+        for i in range(per_agent):
+            start = clock()
+            await emit(index * per_agent + i, actor)
+            latencies.append(clock() - start)
+
+    begin = clock()
+    await asyncio.gather(*(agent(index, actor) for index, actor in enumerate(actors)))
+    return Sample(per_agent * len(actors), clock() - begin, latencies)
+
+
+class Baseline:
+    """Raw redis-py: EVALSHA of emit.lua's exact text with pre-built arguments."""
+
+    def __init__(self, client: RedisClient, config: SessionManagerConfig) -> None:
+        folder = Path(huddle.__file__).parent / "scripts"
+        self.source = (folder / "common.lua").read_text() + "\n" + (folder / "emit.lua").read_text()
+        self.client = client
+        self.config = config
+        self.sha = ""
+        self.payload = SessionEvent.model_validate(EVENT).payload_json()
+
+    async def load(self) -> None:
+        self.sha = await self.client.script_load(self.source)
+
+    def emitter(self, keys: SessionKeys, session_id: str, count: int) -> EmitCall:
+        """An emit call for one session; its arguments (tokens included) are built before timing starts."""
+        cfg = self.config
+        failure_ttl = str(cfg.failure_snapshot_ttl * 1000) if cfg.enable_failure_snapshots else ""
+        tail = [
+            "", "", "", 1, cfg.checkpoint_interval, cfg.max_events_per_session, keys.channel,
+            ",".join(cfg.failure_states), failure_ttl, cfg.failure_snapshot_events, cfg.index_refresh_ms,
+            cfg.max_checkpoints_per_session,
+        ]  # fmt: skip
+        tokens = [os.urandom(8).hex() for _ in range(count)]
+        head = [self.sha, 6, *keys.all, session_id]
+        etype, payload, evalsha = EVENT["type"], self.payload, self.client.evalsha
+
+        def emit(i: int, actor: str) -> Awaitable[Any]:
+            call: Awaitable[Any] = evalsha(*head, actor, etype, payload, tokens[i], *tail)
+            return call
+
+        return emit
+
+
+def huddle_emitter(manager: SessionManager, session_id: str) -> EmitCall:
+    """``manager.emit_event`` with the event as a dict, as an agent would call it."""
+
+    def emit(i: int, actor: str) -> Awaitable[int]:
+        return manager.emit_event(session_id, EVENT, actor)
+
+    return emit
+
+
+async def new_session(manager: SessionManager, agents: Sequence[str]) -> str:
+    """A fresh session with every agent a member (set-up, not timed)."""
+    session_id = await manager.create_session(agents[0])
+    for agent in agents[1:]:
+        await manager.join_session(session_id, agent)
+    return session_id
+
+
+@dataclass
+class Results:
+    """Samples per (mode, side) over all rounds."""
+
+    samples: dict[tuple[str, str], list[Sample]]
+
+    def add(self, mode: str, side: str, sample: Sample) -> None:
+        self.samples.setdefault((mode, side), []).append(sample)
+
+    def median(self, mode: str, side: str, metric: Callable[[Sample], float]) -> float:
+        return statistics.median(metric(s) for s in self.samples[(mode, side)])
+
+    def round_ratios(self, mode: str) -> list[float]:
+        pairs = zip(self.samples[(mode, "huddle")], self.samples[(mode, "baseline")], strict=True)
+        return [h.throughput / b.throughput for h, b in pairs]
+
+
+async def bench(args: argparse.Namespace, url: str) -> dict[str, Any]:
+    config = SessionManagerConfig(redis_url=url, namespace=f"bench{uuid.uuid4().hex[:8]}")
+    agents = [f"agent-{n:02d}" for n in range(args.agents)]
+    results = Results({})
+    async with AsyncExitStack() as stack:
+        manager = await stack.enter_async_context(SessionManager(config))
+        raw = create_client(config)
+        stack.push_async_callback(raw.aclose)
+        baseline = Baseline(raw, config)
+        await baseline.load()
+        server = await raw.info("server")
+
+        async def one(mode: str, side: str, count: int, record: bool) -> None:
+            session_id = await new_session(manager, agents if mode == "concurrent" else agents[:1])
+            per_agent = max(1, count // len(agents))
+            if side == "baseline":
+                emit = baseline.emitter(manager.keys.session(session_id), session_id, count)
+            else:
+                emit = huddle_emitter(manager, session_id)
+            if mode == "sequential":
+                sample = await run_sequential(emit, agents[0], count)
+            else:
+                sample = await run_concurrent(emit, agents, per_agent)
+            if record:
+                results.add(mode, side, sample)
+
+        for mode in ("sequential", "concurrent"):
+            for side in ("baseline", "huddle"):
+                await one(mode, side, args.warmup, record=False)
+        for n in range(args.rounds):
+            # ABBA order so neither side always runs first (the machine is shared and noisy).
+            order = ("baseline", "huddle") if n % 2 == 0 else ("huddle", "baseline")
+            for mode, count in (("sequential", args.events), ("concurrent", args.concurrent_events)):
+                for side in order:
+                    await one(mode, side, count, record=True)
+            if not args.quiet:
+                seq, conc = results.round_ratios("sequential")[-1], results.round_ratios("concurrent")[-1]
+                print(f"round {n + 1}/{args.rounds}: ratio sequential {seq:.3f}, concurrent {conc:.3f}")
+
+    report: dict[str, Any] = {
+        "redis_version": server.get("redis_version"),
+        "python": sys.version.split()[0],
+        "rounds": args.rounds,
+        "agents": args.agents,
+        "modes": {},
+    }
+    for mode, target in (("sequential", TARGET_SEQUENTIAL), ("concurrent", TARGET_CONCURRENT)):
+        entry: dict[str, Any] = {"target": target}
+        for side in ("baseline", "huddle"):
+            entry[side] = {
+                "events_per_round": results.samples[(mode, side)][0].events,
+                "throughput": results.median(mode, side, lambda s: s.throughput),
+                "p50_ms": results.median(mode, side, lambda s: s.percentile(0.50)) * 1000,
+                "p99_ms": results.median(mode, side, lambda s: s.percentile(0.99)) * 1000,
+            }
+        entry["ratio"] = entry["huddle"]["throughput"] / entry["baseline"]["throughput"]
+        entry["round_ratios"] = results.round_ratios(mode)
+        entry["met"] = entry["ratio"] >= target
+        report["modes"][mode] = entry
+    return report
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print(
+        f"\nemit_event vs raw EVALSHA — redis {report['redis_version']}, python {report['python']}, "
+        f"median of {report['rounds']} rounds"
+    )
+    header = f"{'mode':<11} {'side':<9} {'events':>7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
+    print(header)
+    print("-" * len(header))
+    for mode, entry in report["modes"].items():
+        label = mode if mode == "sequential" else f"{mode[:4]}. x{report['agents']}"
+        for side in ("baseline", "huddle"):
+            row = entry[side]
+            print(
+                f"{label:<11} {side:<9} {row['events_per_round']:>7} {row['throughput']:>9.0f} "
+                f"{row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f}"
+            )
+        rounds = ", ".join(f"{r:.2f}" for r in entry["round_ratios"])
+        verdict = "met" if entry["met"] else "MISSED"
+        print(
+            f"{'':<11} ratio     {entry['ratio']:.3f} (target >= {entry['target']}: {verdict}; rounds: {rounds})"
+        )
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=2000, help="sequential emits per round and side")
+    parser.add_argument(
+        "--concurrent-events",
+        type=int,
+        default=5000,
+        help="concurrent emits per round and side (split over agents)",
+    )
+    parser.add_argument("--agents", type=int, default=50, help="concurrent agents (tasks), one session")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; medians are reported")
+    parser.add_argument("--warmup", type=int, default=300, help="untimed emits per side before the rounds")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a ratio misses its target")
+    parser.add_argument("--quiet", action="store_true", help="no per-round lines")
+    args = parser.parse_args(argv)
+    for name in ("events", "concurrent_events", "agents", "rounds", "warmup"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.concurrent_events < args.agents:
+        parser.error("--concurrent-events must be at least --agents")
+    return args
+
+
+async def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    url = os.environ.get("HUDDLE_REDIS_URL")
+    if url:
+        report = await bench(args, url)
+    else:
+        async with EmbeddedRedis() as server:
+            report = await bench(args, server.url)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(report)
+    missed = [mode for mode, entry in report["modes"].items() if not entry["met"]]
+    return 1 if args.check and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
