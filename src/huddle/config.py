@@ -92,7 +92,8 @@ class RedisSettings(HuddleSettings):
     retry_attempts: int = Field(default=3, ge=0, le=100, description="retries after a connection error")
     retry_backoff_base: float = Field(default=0.05, gt=0)
     retry_backoff_cap: float = Field(default=1.0, gt=0)
-    max_connections: int | None = Field(default=None, ge=1)
+    max_connections: int = Field(default=64, ge=1, description="connection pool size per client")
+    pool_timeout: float = Field(default=10.0, gt=0, description="seconds to wait for a free pooled connection")
 
     @field_validator("redis_url")
     @classmethod

@@ -32,8 +32,6 @@ def client_kwargs(settings: RedisSettings, *, decode_responses: bool = True) -> 
         "health_check_interval": 0,
         "client_name": "huddle",
     }
-    if settings.max_connections is not None:
-        kwargs["max_connections"] = settings.max_connections
     if settings.username is not None:
         kwargs["username"] = settings.username
     if settings.password is not None:
@@ -48,8 +46,19 @@ def client_kwargs(settings: RedisSettings, *, decode_responses: bool = True) -> 
 
 
 def create_client(settings: RedisSettings, *, decode_responses: bool = True) -> RedisClient:
-    """A new client (with its own pool) for the Redis that ``settings`` describe."""
+    """A new client (with its own pool) for the Redis that ``settings`` describe.
+
+    The pool blocks (up to ``pool_timeout``) when all ``max_connections`` are busy instead of failing, so a burst
+    of concurrent operations queues rather than raising."""
     kwargs = client_kwargs(settings, decode_responses=decode_responses)
+    pool_kwargs = {"max_connections": settings.max_connections, "timeout": settings.pool_timeout}
+    kwargs.pop("retry_on_error", None)  # a pool takes it via the connection's retry settings
     if settings.redis_url:
-        return aioredis.Redis.from_url(settings.redis_url, **kwargs)
-    return aioredis.Redis(host=settings.host, port=settings.port, db=settings.db, ssl=settings.ssl, **kwargs)
+        pool = aioredis.BlockingConnectionPool.from_url(settings.redis_url, **pool_kwargs, **kwargs)
+    else:
+        if settings.ssl:
+            kwargs["connection_class"] = aioredis.SSLConnection
+        pool = aioredis.BlockingConnectionPool(
+            host=settings.host, port=settings.port, db=settings.db, **pool_kwargs, **kwargs
+        )
+    return aioredis.Redis.from_pool(pool)
