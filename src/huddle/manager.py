@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from pydantic import ValidationError
 
@@ -48,6 +50,27 @@ SYSTEM_ACTOR = "huddle"
 OperationObserver = Callable[[str, float, bool], None]
 """Called after every manager operation with (operation, seconds, succeeded)."""
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _in_flight(
+    method: Callable[Concatenate[SessionManager, P], Awaitable[T]],
+) -> Callable[Concatenate[SessionManager, P], Awaitable[T]]:
+    """Count a mutation as in flight while it runs, so a shutdown can wait for it (no lock: one loop)."""
+
+    @functools.wraps(method)
+    async def tracked(self: SessionManager, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        self._in_flight += 1
+        try:
+            return await method(self, *args, **kwargs)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0 and self._idle is not None:
+                self._idle.set()
+
+    return tracked
+
 
 class SessionManager:
     """Creates sessions, appends their events atomically, checkpoints, follows and maintains them."""
@@ -66,6 +89,8 @@ class SessionManager:
         self._observers: list[OperationObserver] = []
         self._closed = False
         self._draining = False
+        self._in_flight = 0
+        self._idle: asyncio.Event | None = None
         self.local_members: dict[str, set[str]] = {}
         """Sessions (and agents) joined through this manager, e.g. for checkpointing at shutdown."""
 
@@ -110,6 +135,27 @@ class SessionManager:
         """True once ``begin_draining()`` was called."""
         return self._draining
 
+    @property
+    def in_flight(self) -> int:
+        """Mutations (create, join, emit, leave, complete, checkpoint) started and not yet finished."""
+        return self._in_flight
+
+    async def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no mutation is in flight; False if ``timeout`` seconds passed first."""
+        if self._in_flight == 0:
+            return True
+        if self._idle is None:
+            self._idle = asyncio.Event()
+        self._idle.clear()
+        try:
+            async with asyncio.timeout(timeout):
+                while self._in_flight:
+                    await self._idle.wait()
+                    self._idle.clear()
+        except TimeoutError:
+            return False
+        return True
+
     def add_operation_observer(self, observer: OperationObserver) -> None:
         """Call ``observer(operation, seconds, ok)`` after every operation (metrics hook)."""
         self._observers.append(observer)
@@ -139,6 +185,7 @@ class SessionManager:
         return SessionNotFoundError(f"session {session_id!r} not found", session_id=session_id)
 
     # -- sessions -------------------------------------------------------------------------------------------
+    @_in_flight
     async def create_session(
         self,
         agent_id: str,
@@ -191,6 +238,7 @@ class SessionManager:
             )
         return text
 
+    @_in_flight
     async def join_session(self, session_id: str, agent_id: str) -> bool:
         """Add ``agent_id`` to the session (appends a 'join' event); False if it already was a member."""
         self._check_open()
@@ -214,6 +262,7 @@ class SessionManager:
             )
         return joined
 
+    @_in_flight
     async def leave_session(self, session_id: str, agent_id: str) -> bool:
         """Remove ``agent_id`` (appends a 'leave' event); the last leave starts the grace period.
 
@@ -242,6 +291,7 @@ class SessionManager:
             await self._best_effort(self.store.unindex_session_agent(session_id, agent_id))
         return left
 
+    @_in_flight
     async def complete_session(self, session_id: str, actor: str) -> int:
         """Mark the session completed (appends 'complete'); it then expires after ``grace_ttl``."""
         self._check_open(mutation=False)
@@ -286,6 +336,7 @@ class SessionManager:
                 errors=[f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()],
             ) from None
 
+    @_in_flight
     async def emit_event(
         self,
         session_id: str,
@@ -377,6 +428,7 @@ class SessionManager:
         return subscription.lifecycle(self)
 
     # -- checkpoints and failure snapshots -------------------------------------------------------------------
+    @_in_flight
     async def checkpoint(
         self,
         session_id: str,
