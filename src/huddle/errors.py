@@ -110,10 +110,46 @@ class ShuttingDownError(HuddleError):
     code = "shutting_down"
 
 
+class ShutdownError(HuddleError):
+    """A graceful shutdown was used wrongly (e.g. initialized twice or after it started)."""
+
+    code = "shutdown_error"
+
+
+class RecoveryDataError(HuddleError):
+    """The stored recovery document is unreadable or of an unknown version."""
+
+    code = "invalid_recovery_data"
+
+
 class EmbeddedRedisError(HuddleError):
     """The embedded redis-server could not be found or started."""
 
     code = "embedded_redis"
+
+
+class ReplayError(HuddleError):
+    """A recording or replay operation is not possible (e.g. the session is already being recorded)."""
+
+    code = "replay_error"
+
+
+class ReplayNotFoundError(ReplayError, LookupError):
+    """No recording with this id exists (never did, deleted or past its retention)."""
+
+    code = "replay_not_found"
+
+
+class ReplayIntegrityError(ReplayError):
+    """A recording failed verification: a frame was altered, lost or reordered."""
+
+    code = "replay_integrity"
+
+
+class InvalidReplayOptionsError(ReplayError, ValueError):
+    """Replay options or an import file are malformed."""
+
+    code = "invalid_replay_options"
 
 
 __all__ = [
@@ -125,13 +161,19 @@ __all__ = [
     "HuddleError",
     "InvalidEventError",
     "InvalidIdentifierError",
+    "InvalidReplayOptionsError",
     "NotAMemberError",
+    "RecoveryDataError",
     "RedisUnavailableError",
+    "ReplayError",
+    "ReplayIntegrityError",
+    "ReplayNotFoundError",
     "SequenceConflictError",
     "SessionCompletedError",
     "SessionExistsError",
     "SessionExpiredError",
     "SessionNotFoundError",
+    "ShutdownError",
     "ShuttingDownError",
     "StateConflictError",
 ]

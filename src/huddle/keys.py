@@ -106,6 +106,57 @@ class KeySpace:
         """Sorted set: session id -> join time (ms) for one agent; the agent id is its own hash tag."""
         return f"{self.namespace}:agent:{{{agent_id}}}:sessions"
 
+    def recovery(self, instance_id: str) -> str:
+        """String: the recovery document a graceful shutdown of ``instance_id`` leaves (no session listing sees it)."""
+        return f"{self.namespace}:recovery:{{{instance_id}}}"
+
     def agent_pattern(self) -> str:
         """MATCH pattern for every agent index (maintenance scans only)."""
         return f"{self.namespace}:agent:{{*}}:sessions"
+
+    # -- migration (session-slot markers and backups; task keys share the task id as hash tag) -------------
+    def migration_marker(self, session_id: str) -> str:
+        """Hash in the session's slot: migration task id -> what that task did to the session here."""
+        return f"{self.namespace}:{{{session_id}}}:migrated"
+
+    def migration_backup(self, session_id: str, task_id: str) -> SessionKeys:
+        """Where a migration task keeps the target's own copy of a session it overwrote (same slot)."""
+        base = f"{self.namespace}:{{{session_id}}}:backup:{task_id}"
+        return SessionKeys(
+            meta=f"{base}:meta",
+            events=f"{base}:events",
+            agents=f"{base}:agents",
+            checkpoints=f"{base}:checkpoints",
+            idem=f"{base}:idem",
+            failures=f"{base}:failures",
+            channel="",
+        )
+
+    def migration_task(self, task_id: str, part: str) -> str:
+        """One key of a migration task (``task``, ``ids``, ``conflicts``, ``errors``, ``written``, ``lease``)."""
+        return f"{self.namespace}:migration:{{{task_id}}}:{part}"
+
+    def migration_tasks(self) -> str:
+        """Sorted set: migration task id -> creation time (ms)."""
+        return f"{self.namespace}:migration:tasks"
+
+    # -- replay (recordings carry their replay id as hash tag; the hold hash lives in the session's slot) ------
+    def replay_holds(self, session_id: str) -> str:
+        """Hash in the session's slot: recording id -> '<first seq still needed>:<lease end ms>'."""
+        return f"{self.namespace}:{{{session_id}}}:replay_holds"
+
+    def replay(self, replay_id: str, part: str) -> str:
+        """One key of a recording: ``meta`` (hash), ``segments`` (list of frame blocks), ``segidx`` (list)."""
+        return f"{self.namespace}:replay:{{{replay_id}}}:{part}"
+
+    def replay_index(self, shard: int) -> str:
+        """Sorted set: replay id -> recording start (ms), for one shard."""
+        return self._index("replays", shard)
+
+    def replay_index_for(self, replay_id: str) -> str:
+        """The replay-index shard that holds ``replay_id``."""
+        return self.replay_index(self.shard_of(replay_id))
+
+    def replay_indexes(self) -> list[str]:
+        """Every replay-index shard."""
+        return [self.replay_index(shard) for shard in range(self.index_shards)]
