@@ -15,6 +15,7 @@ from pydantic.alias_generators import to_camel
 from .ids import NAME_PATTERN
 
 SCHEMA_VERSION: Final = 1
+_NAME_RE = f"^{NAME_PATTERN.pattern}$"  # pydantic searches patterns; anchor them
 
 
 class EventType:
@@ -62,9 +63,9 @@ class StateTransition(_Input):
     from_state: str = Field(
         alias="from",
         validation_alias=AliasChoices("from", "from_state", "fromState"),
-        pattern=NAME_PATTERN.pattern,
+        pattern=_NAME_RE,
     )
-    to: str = Field(pattern=NAME_PATTERN.pattern)
+    to: str = Field(pattern=_NAME_RE)
     verified_by: str | None = Field(default=None, max_length=256)
     confidence: float | None = Field(default=None, ge=0.0, le=1.0)
     critical_change: bool | None = None
@@ -86,7 +87,7 @@ _SERVER_ASSIGNED = ("id", "seq", "timestamp", "actor", "sessionId", "session_id"
 class SessionEvent(_Input):
     """An event as an agent submits it. The server assigns seq, timestamp and actor."""
 
-    type: str = Field(pattern=NAME_PATTERN.pattern)
+    type: str = Field(pattern=_NAME_RE)
     change_info: ChangeInfo | None = None
     state_transition: StateTransition | None = None
     impact: Impact | None = None

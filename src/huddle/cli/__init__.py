@@ -6,6 +6,7 @@ import logging
 import sys
 
 import typer
+from rich.markup import escape
 
 from .. import __version__
 from ..errors import HuddleError
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     except HuddleError as exc:
         if "--debug" in args:
             raise
-        err_console.print(f"[red]error[/] [{exc.code}] {exc.message}")
+        err_console.print(f"[red]error[/] {escape(f'[{exc.code}] {exc.message}')}", soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -67,5 +68,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(exc.exit_code)
         if isinstance(exc, click.exceptions.Abort):
             sys.exit(1)
-        err_console.print(f"[red]error[/] {type(exc).__name__}: {exc} (run with --debug for details)")
+        err_console.print(
+            f"[red]error[/] {escape(f'{type(exc).__name__}: {exc}')} (run with --debug for details)", soft_wrap=True
+        )
         sys.exit(1)
