@@ -33,13 +33,47 @@ CASES: list[tuple[str, tuple[str | None, Any, str, dict[str, Any]], type[HuddleE
     ("event type with spaces", (None, {"type": "bad type"}, "a1", {}), InvalidEventError),
     ("lifecycle type reserved", (None, {"type": "join"}, "a1", {}), InvalidEventError),
     ("unknown field (typo)", (None, {"type": "modified", "chage_info": {}}, "a1", {}), InvalidEventError),
-    ("entity_ids not a list", (None, {"type": "m", "change_info": {"element_type": "f", "entity_ids": "x", "operation": "o"}}, "a1", {}), InvalidEventError),
-    ("confidence above 1", (None, {"type": "m", "state_transition": {"from": "working", "to": "x", "confidence": 1.5}}, "a1", {}), InvalidEventError),
-    ("transition without to", (None, {"type": "m", "state_transition": {"from": "working"}}, "a1", {}), InvalidEventError),
-    ("bad severity", (None, {"type": "m", "impact": {"severity": "apocalyptic"}}, "a1", {}), InvalidEventError),
-    ("payload over the size limit", (None, {"type": "m", "data": {"blob": "x" * 70_000}}, "a1", {}), InvalidEventError),
+    (
+        "entity_ids not a list",
+        (
+            None,
+            {"type": "m", "change_info": {"element_type": "f", "entity_ids": "x", "operation": "o"}},
+            "a1",
+            {},
+        ),
+        InvalidEventError,
+    ),
+    (
+        "confidence above 1",
+        (
+            None,
+            {"type": "m", "state_transition": {"from": "working", "to": "x", "confidence": 1.5}},
+            "a1",
+            {},
+        ),
+        InvalidEventError,
+    ),
+    (
+        "transition without to",
+        (None, {"type": "m", "state_transition": {"from": "working"}}, "a1", {}),
+        InvalidEventError,
+    ),
+    (
+        "bad severity",
+        (None, {"type": "m", "impact": {"severity": "apocalyptic"}}, "a1", {}),
+        InvalidEventError,
+    ),
+    (
+        "payload over the size limit",
+        (None, {"type": "m", "data": {"blob": "x" * 70_000}}, "a1", {}),
+        InvalidEventError,
+    ),
     ("event not a mapping", (None, ["modified"], "a1", {}), InvalidEventError),
-    ("wrong from state", (None, {"type": "fixed", "state_transition": {"from": "broken", "to": "working"}}, "a1", {}), StateConflictError),
+    (
+        "wrong from state",
+        (None, {"type": "fixed", "state_transition": {"from": "broken", "to": "working"}}, "a1", {}),
+        StateConflictError,
+    ),
     ("stale expected_seq", (None, GOOD, "a1", {"expected_seq": 0}), SequenceConflictError),
     ("negative expected_seq", (None, GOOD, "a1", {"expected_seq": -1}), InvalidEventError),
     ("idempotency key with braces", (None, GOOD, "a1", {"idempotency_key": "{k}"}), InvalidIdentifierError),
@@ -48,7 +82,10 @@ CASES: list[tuple[str, tuple[str | None, Any, str, dict[str, Any]], type[HuddleE
 
 @pytest.mark.parametrize(("what", "call", "error"), CASES, ids=[case[0] for case in CASES])
 async def test_bad_emit_input_raises_typed_error_and_writes_nothing(
-    manager: SessionManager, what: str, call: tuple[str | None, Any, Any, dict[str, Any]], error: type[HuddleError]
+    manager: SessionManager,
+    what: str,
+    call: tuple[str | None, Any, Any, dict[str, Any]],
+    error: type[HuddleError],
 ) -> None:
     sid = await manager.create_session("a1")
     session_arg, event, actor, options = call

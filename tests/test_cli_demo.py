@@ -11,7 +11,12 @@ from huddle import EmbeddedRedis
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "huddle", *args], capture_output=True, text=True, timeout=120, env=env, check=False
+        [sys.executable, "-m", "huddle", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
     )
 
 
@@ -21,7 +26,12 @@ def test_version_works_through_python_dash_m() -> None:
 
 
 def test_demo_runs_three_agents_and_prints_a_gapless_timeline(redis_server: EmbeddedRedis) -> None:
-    env = {**os.environ, "HUDDLE_REDIS_URL": redis_server.url, "HUDDLE_NAMESPACE": "demo-test", "COLUMNS": "200"}
+    env = {
+        **os.environ,
+        "HUDDLE_REDIS_URL": redis_server.url,
+        "HUDDLE_NAMESPACE": "demo-test",
+        "COLUMNS": "200",
+    }
     result = _run("demo", env=env)
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -39,7 +49,12 @@ def test_demo_starts_its_own_redis_without_a_url() -> None:
 
 
 def test_errors_print_one_line_without_traceback() -> None:
-    env = {**os.environ, "HUDDLE_REDIS_URL": "redis://127.0.0.1:1/0", "HUDDLE_RETRY_ATTEMPTS": "0", "HUDDLE_CONNECT_TIMEOUT": "1"}
+    env = {
+        **os.environ,
+        "HUDDLE_REDIS_URL": "redis://127.0.0.1:1/0",
+        "HUDDLE_RETRY_ATTEMPTS": "0",
+        "HUDDLE_CONNECT_TIMEOUT": "1",
+    }
     result = _run("demo", env=env)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr

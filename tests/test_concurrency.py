@@ -20,13 +20,17 @@ def _writer(url: str, namespace: str, session_id: str, agent: str, out: mp.Queue
             await manager.join_session(session_id, agent)
             event = {"type": "modified", "data": {"agent": agent}}
             return list(
-                await asyncio.gather(*(manager.emit_event(session_id, event, agent) for _ in range(EMITS_PER_PROCESS)))
+                await asyncio.gather(
+                    *(manager.emit_event(session_id, event, agent) for _ in range(EMITS_PER_PROCESS))
+                )
             )
 
     out.put((agent, asyncio.run(run())))
 
 
-async def test_four_processes_emitting_concurrently_get_gapless_unique_seqs(make_manager: MakeManager) -> None:
+async def test_four_processes_emitting_concurrently_get_gapless_unique_seqs(
+    make_manager: MakeManager,
+) -> None:
     manager = await make_manager(max_events_per_session=5000)
     config = manager.config
     sid = await manager.create_session("owner")

@@ -49,6 +49,6 @@ def test_passwords_never_appear_in_repr() -> None:
 
 def test_settings_load_from_toml(tmp_path: pytest.TempPathFactory) -> None:
     path = tmp_path / "huddle.toml"  # type: ignore[operator]
-    path.write_text('[huddle]\ndefault_ttl = 120\ncheckpoint_interval = 25\n')
+    path.write_text("[huddle]\ndefault_ttl = 120\ncheckpoint_interval = 25\n")
     config = SessionManagerConfig.from_toml(path)
     assert (config.default_ttl, config.checkpoint_interval) == (120, 25)

@@ -19,8 +19,14 @@ from huddle import (
     StateConflictError,
 )
 
-MODIFIED = {"type": "modified", "change_info": {"element_type": "function", "entity_ids": ["f1"], "operation": "modified"}}
-BROKE = {"type": "broke", "state_transition": {"from": "working", "to": "broken", "verified_by": "ci", "confidence": 0.9}}
+MODIFIED = {
+    "type": "modified",
+    "change_info": {"element_type": "function", "entity_ids": ["f1"], "operation": "modified"},
+}
+BROKE = {
+    "type": "broke",
+    "state_transition": {"from": "working", "to": "broken", "verified_by": "ci", "confidence": 0.9},
+}
 FIXED = {"type": "fixed", "state_transition": {"from": "broken", "to": "working"}}
 
 MakeManager = Callable[..., Awaitable[SessionManager]]
@@ -61,7 +67,12 @@ async def test_camel_case_event_from_another_language_validates(manager: Session
             "id": "ignored-client-id",
             "timestamp": 123,
             "changeInfo": {"elementType": "test", "entityIds": ["auth.test.ts"], "operation": "failed"},
-            "stateTransition": {"from": "working", "to": "broken", "verifiedBy": "test-suite", "confidence": 0.95},
+            "stateTransition": {
+                "from": "working",
+                "to": "broken",
+                "verifiedBy": "test-suite",
+                "confidence": 0.95,
+            },
         },
         "frontend-agent",
     )
@@ -161,7 +172,12 @@ async def test_manual_checkpoint_is_reused_until_something_happens(manager: Sess
     forced = await manager.checkpoint(sid, force_snapshot=True)
     assert forced != cp
     stored = await manager.get_checkpoint(sid, cp)
-    assert (stored.state, stored.agents, stored.metadata, stored.reason) == ("broken", ["a1"], {"k": "v"}, "manual")
+    assert (stored.state, stored.agents, stored.metadata, stored.reason) == (
+        "broken",
+        ["a1"],
+        {"k": "v"},
+        "manual",
+    )
     with pytest.raises(CheckpointNotFoundError):
         await manager.get_checkpoint(sid, "cp-999")
 
@@ -270,7 +286,9 @@ async def test_health_check_reports_a_reachable_redis(manager: SessionManager) -
     assert health.latency_ms is not None and health.latency_ms > 0
 
 
-async def test_from_env_reads_huddle_variables(monkeypatch: pytest.MonkeyPatch, make_config: Callable[..., SessionManagerConfig]) -> None:
+async def test_from_env_reads_huddle_variables(
+    monkeypatch: pytest.MonkeyPatch, make_config: Callable[..., SessionManagerConfig]
+) -> None:
     config = make_config()
     monkeypatch.setenv("HUDDLE_REDIS_URL", config.redis_url or "")
     monkeypatch.setenv("HUDDLE_NAMESPACE", config.namespace)

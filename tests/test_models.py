@@ -22,13 +22,23 @@ events = st.fixed_dictionaries(
     {"type": names},
     optional={
         "change_info": st.fixed_dictionaries(
-            {"element_type": st.text(min_size=1, max_size=20), "entity_ids": st.lists(text, max_size=5), "operation": st.text(min_size=1, max_size=20)}
+            {
+                "element_type": st.text(min_size=1, max_size=20),
+                "entity_ids": st.lists(text, max_size=5),
+                "operation": st.text(min_size=1, max_size=20),
+            }
         ),
         "state_transition": st.fixed_dictionaries(
             {"from": names, "to": names},
             optional={"verified_by": text, "confidence": st.floats(0, 1), "critical_change": st.booleans()},
         ),
-        "impact": st.fixed_dictionaries({}, optional={"severity": st.sampled_from(["low", "medium", "high", "critical"]), "tests_failed": st.lists(text, max_size=3)}),
+        "impact": st.fixed_dictionaries(
+            {},
+            optional={
+                "severity": st.sampled_from(["low", "medium", "high", "critical"]),
+                "tests_failed": st.lists(text, max_size=3),
+            },
+        ),
         "data": st.dictionaries(text, json_values, max_size=5),
     },
 )
@@ -60,7 +70,12 @@ def test_camel_and_snake_case_give_the_same_event() -> None:
         {
             "type": "broke",
             "change_info": {"element_type": "test", "entity_ids": ["a"], "operation": "failed"},
-            "state_transition": {"from_state": "working", "to": "broken", "verified_by": "ci", "confidence": 0.5},
+            "state_transition": {
+                "from_state": "working",
+                "to": "broken",
+                "verified_by": "ci",
+                "confidence": 0.5,
+            },
             "impact": {"tests_failed": ["t1"], "perf_delta": 1.5},
         }
     )

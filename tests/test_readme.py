@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-BLOCKS = [block for block in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "asyncio.run(" in block]
+BLOCKS = [
+    block for block in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "asyncio.run(" in block
+]
 
 
 def test_the_readme_has_runnable_examples() -> None:
@@ -21,5 +23,7 @@ def test_the_readme_has_runnable_examples() -> None:
 def test_readme_example_runs(source: str, tmp_path: Path) -> None:
     script = tmp_path / "example.py"
     script.write_text(source)
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False
+    )
     assert result.returncode == 0, result.stderr[-2000:]

@@ -18,8 +18,12 @@ def aof_server() -> EmbeddedRedis:
     server.stop()
 
 
-async def test_manager_survives_a_redis_crash_and_loses_no_acknowledged_event(aof_server: EmbeddedRedis) -> None:
-    config = SessionManagerConfig(redis_url=aof_server.url, retry_attempts=2, retry_backoff_base=0.01, max_events_per_session=10_000)
+async def test_manager_survives_a_redis_crash_and_loses_no_acknowledged_event(
+    aof_server: EmbeddedRedis,
+) -> None:
+    config = SessionManagerConfig(
+        redis_url=aof_server.url, retry_attempts=2, retry_backoff_base=0.01, max_events_per_session=10_000
+    )
     async with SessionManager(config) as manager:
         sid = await manager.create_session("a1")
         acknowledged = [await manager.emit_event(sid, EVENT, "a1") for _ in range(200)]
@@ -36,7 +40,9 @@ async def test_manager_survives_a_redis_crash_and_loses_no_acknowledged_event(ao
         assert [e.seq for e in events] == list(range(1, len(events) + 1))
 
 
-async def test_subscription_resumes_after_a_redis_restart_without_gaps_or_repeats(aof_server: EmbeddedRedis) -> None:
+async def test_subscription_resumes_after_a_redis_restart_without_gaps_or_repeats(
+    aof_server: EmbeddedRedis,
+) -> None:
     config = SessionManagerConfig(redis_url=aof_server.url, retry_attempts=1, retry_backoff_base=0.01)
     async with SessionManager(config) as writer, SessionManager(config) as reader:
         sid = await writer.create_session("a1")

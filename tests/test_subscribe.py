@@ -90,7 +90,7 @@ async def test_lifecycle_feed_reports_joins_and_leaves(make_manager: MakeManager
     await ready.wait()
     # The feed is pub/sub: wait until its subscription is registered on the server before acting.
     for _ in range(500):
-        (_, subscribers), = await actor.client.pubsub_numsub(actor.keys.global_channel)
+        ((_, subscribers),) = await actor.client.pubsub_numsub(actor.keys.global_channel)
         if subscribers:
             break
         await asyncio.sleep(0.01)
