@@ -26,9 +26,7 @@ def mask_url(url: str | None) -> str | None:
     if parts.password is None:
         return url
     user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    host = parts.netloc.rpartition("@")[2]  # keeps every host:port of a sentinel URL
     netloc = f"{user}:***@{host}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
@@ -94,6 +92,16 @@ class RedisSettings(HuddleSettings):
     retry_backoff_cap: float = Field(default=1.0, gt=0)
     max_connections: int = Field(default=64, ge=1, description="connection pool size per client")
     pool_timeout: float = Field(default=10.0, gt=0, description="seconds to wait for a free pooled connection")
+    cluster: bool | None = Field(
+        default=None, description="Redis Cluster: true, false, or None to ask the server (INFO cluster)"
+    )
+    sentinels: str | None = Field(
+        default=None, description="comma-separated host:port of Sentinels; set with sentinel_service"
+    )
+    sentinel_service: str | None = Field(default=None, description="the master's name in Sentinel")
+    sentinel_username: str | None = None
+    sentinel_password: SecretStr | None = None
+    ssl_check_hostname: bool = Field(default=True, description="TLS: check the server certificate's host name")
 
     @field_validator("redis_url")
     @classmethod
@@ -101,15 +109,28 @@ class RedisSettings(HuddleSettings):
         if value is None:
             return None
         scheme = urlsplit(value).scheme
-        if scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"scheme must be redis://, rediss:// or unix://, not {scheme or 'missing'!r}")
+        if scheme not in ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"):
+            raise ValueError(
+                "scheme must be redis://, rediss://, unix://, redis+sentinel:// or rediss+sentinel://, "
+                f"not {scheme or 'missing'!r}"
+            )
         return value
+
+    @model_validator(mode="after")
+    def _check_sentinel(self) -> Self:
+        if bool(self.sentinels) != bool(self.sentinel_service):
+            raise ValueError("sentinels and sentinel_service must be set together")
+        if self.sentinels and self.cluster:
+            raise ValueError("cluster and sentinels exclude each other")
+        return self
 
     def describe_target(self) -> str:
         """Where this points, safe to print (no password)."""
         if self.redis_url:
             return mask_url(self.redis_url) or ""
         scheme = "rediss" if self.ssl else "redis"
+        if self.sentinels:
+            return f"{scheme}+sentinel://{self.sentinels}/{self.sentinel_service}/{self.db}"
         return f"{scheme}://{self.host}:{self.port}/{self.db}"
 
 
@@ -147,6 +168,9 @@ class SessionManagerConfig(RedisSettings):
     index_shards: int = Field(default=16, ge=1, le=1024)
     index_refresh_ms: int = Field(default=1000, ge=0, description="how fresh the activity index is kept")
     subscribe_block_ms: int = Field(default=1000, ge=10, le=60_000)
+    replica_wait_timeout_ms: int = Field(
+        default=1000, ge=1, le=60_000, description="how long emit_event(min_replicas=...) waits (WAIT)"
+    )
 
     @model_validator(mode="after")
     def _check_states(self) -> Self:

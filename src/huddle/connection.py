@@ -1,19 +1,32 @@
-"""Build the redis-py asyncio client from settings (retries with backoff, TLS, ACL user)."""
+"""Build the redis-py asyncio client from settings: standalone, Sentinel or Cluster; TLS; ACL user; retries.
+
+Whatever the topology, the caller gets an object with the ``redis.asyncio.Redis`` command API (commands, pipelines,
+scripts, pub/sub, ``aclose``); the few places that must act differently on a cluster ask ``is_cluster``.
+"""
 
 from __future__ import annotations
 
+import contextvars
+from dataclasses import dataclass
 from typing import Any, TypeAlias
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+import redis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .config import RedisSettings
+from .errors import ConfigError
 
 RedisClient: TypeAlias = Any
-"""A ``redis.asyncio.Redis`` (decoding responses); typed loosely so cluster clients fit too."""
+"""A ``redis.asyncio.Redis`` or ``RedisCluster`` (decoding responses); typed loosely so both fit."""
+
+_TRUE = {"1", "true", "yes", "on"}
 
 
 def client_kwargs(settings: RedisSettings, *, decode_responses: bool = True) -> dict[str, Any]:
@@ -36,25 +49,139 @@ def client_kwargs(settings: RedisSettings, *, decode_responses: bool = True) -> 
         kwargs["username"] = settings.username
     if settings.password is not None:
         kwargs["password"] = settings.password.get_secret_value()
-    tls = settings.ssl or (settings.redis_url or "").startswith("rediss://")
-    if tls:
+    if uses_tls(settings):
         for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
             value = getattr(settings, name)
             if value is not None:
                 kwargs[name] = value
+        kwargs["ssl_check_hostname"] = settings.ssl_check_hostname
     return kwargs
 
 
-def create_client(settings: RedisSettings, *, decode_responses: bool = True) -> RedisClient:
-    """A new client (with its own pool) for the Redis that ``settings`` describe.
+def uses_tls(settings: RedisSettings) -> bool:
+    """True for ``ssl=True`` or a ``rediss://`` / ``rediss+sentinel://`` URL."""
+    return settings.ssl or (settings.redis_url or "").startswith("rediss")
 
-    The pool blocks (up to ``pool_timeout``) when all ``max_connections`` are busy instead of failing, so a burst
-    of concurrent operations queues rather than raising."""
+
+# -- where to connect -----------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What ``settings`` point at, with the URL split into what redis-py understands."""
+
+    mode: str
+    """``standalone``, ``cluster`` or ``sentinel`` (``auto`` until the server was asked)."""
+    url: str | None = None
+    """The URL without huddle's own query options (``cluster``)."""
+    sentinels: tuple[tuple[str, int], ...] = ()
+    service: str | None = None
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+
+def _host_port(text: str, default_port: int) -> tuple[str, int]:
+    host, _, port = text.strip().rpartition(":") if ":" in text else (text.strip(), "", "")
+    try:
+        return host or "127.0.0.1", int(port) if port else default_port
+    except ValueError:
+        raise ConfigError(f"bad host:port {text!r}") from None
+
+
+def _sentinel_target(url: str) -> Target:
+    """``redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]``."""
+    parts = urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    path = [segment for segment in parts.path.split("/") if segment]
+    if not hosts or not path:
+        raise ConfigError(f"sentinel URL needs hosts and a service name: {url.split('@')[-1]!r}")
+    if len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise ConfigError(f"sentinel URL path must be /<service>[/<db>], got {parts.path!r}")
+    return Target(
+        mode="sentinel",
+        sentinels=tuple(_host_port(host, 26379) for host in hosts.split(",")),
+        service=unquote(path[0]),
+        db=int(path[1]) if len(path) == 2 else 0,
+        username=unquote(username) or None,
+        password=unquote(password) or None,
+    )
+
+
+def resolve_target(settings: RedisSettings) -> Target:
+    """Where the settings point and in which mode (``auto`` when the server must be asked)."""
+    url = settings.redis_url
+    if url and "+sentinel://" in url:
+        return _sentinel_target(url)
+    if settings.sentinels:
+        return Target(
+            mode="sentinel",
+            sentinels=tuple(_host_port(host, 26379) for host in settings.sentinels.split(",")),
+            service=settings.sentinel_service,
+            db=settings.db,
+        )
+    cluster = settings.cluster
+    if url:
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        for name, value in query:
+            if name == "cluster":
+                cluster = value.lower() in _TRUE
+        kept = urlencode([(name, value) for name, value in query if name != "cluster"])
+        url = urlunsplit((parts.scheme, parts.netloc, parts.path, kept, parts.fragment))
+    mode = "auto" if cluster is None else "cluster" if cluster else "standalone"
+    return Target(mode=mode, url=url, db=settings.db)
+
+
+def detect_cluster(settings: RedisSettings, target: Target) -> bool:
+    """Ask the server whether it runs in cluster mode (one short synchronous ``INFO cluster``).
+
+    An unreachable server counts as standalone; set ``cluster`` explicitly to avoid the question."""
+    kwargs = client_kwargs(settings)
+    sync_kwargs: dict[str, Any] = {
+        name: kwargs[name]
+        for name in (
+            "username",
+            "password",
+            "ssl_ca_certs",
+            "ssl_certfile",
+            "ssl_keyfile",
+            "ssl_check_hostname",
+        )
+        if name in kwargs
+    }
+    timeout = min(settings.connect_timeout, 2.0)
+    sync_kwargs.update(socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True)
+    if target.url:
+        probe = redis.Redis.from_url(target.url, **sync_kwargs)
+    else:
+        probe = redis.Redis(host=settings.host, port=settings.port, ssl=settings.ssl, **sync_kwargs)
+    try:
+        return bool(probe.info("cluster").get("cluster_enabled"))
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        probe.close()
+
+
+# -- the clients ----------------------------------------------------------------------------------------------
+def create_client(settings: RedisSettings, *, decode_responses: bool = True) -> RedisClient:
+    """A new client (with its own pools) for the Redis that ``settings`` describe.
+
+    Pools block (up to ``pool_timeout``) when all ``max_connections`` are busy instead of failing, so a burst
+    of concurrent operations queues rather than raising; on a cluster the limit holds per client."""
+    target = resolve_target(settings)
+    mode = target.mode
+    if mode == "auto":
+        mode = "cluster" if detect_cluster(settings, target) else "standalone"
     kwargs = client_kwargs(settings, decode_responses=decode_responses)
+    if mode == "sentinel":
+        return _sentinel_client(settings, target, kwargs)
+    if mode == "cluster":
+        return _cluster_client(settings, target, kwargs)
     pool_kwargs = {"max_connections": settings.max_connections, "timeout": settings.pool_timeout}
     kwargs.pop("retry_on_error", None)  # a pool takes it via the connection's retry settings
-    if settings.redis_url:
-        pool = aioredis.BlockingConnectionPool.from_url(settings.redis_url, **pool_kwargs, **kwargs)
+    if target.url:
+        pool = aioredis.BlockingConnectionPool.from_url(target.url, **pool_kwargs, **kwargs)
     else:
         if settings.ssl:
             kwargs["connection_class"] = aioredis.SSLConnection
@@ -62,3 +189,157 @@ def create_client(settings: RedisSettings, *, decode_responses: bool = True) -> 
             host=settings.host, port=settings.port, db=settings.db, **pool_kwargs, **kwargs
         )
     return aioredis.Redis.from_pool(pool)
+
+
+_GATED = contextvars.ContextVar("huddle_cluster_gated", default=False)
+
+
+class GatedRedisCluster(RedisCluster):
+    """``RedisCluster`` whose commands and pipelines queue for one of ``max_connections`` slots.
+
+    redis-py's cluster nodes raise ``MaxConnectionsError`` (a connection error that also triggers a topology
+    refresh) when a burst exceeds the per-node pool; gating keeps bursts queued like the standalone pool does.
+    Calls made while a slot is held (redirect handling inside a pipeline) pass straight through."""
+
+    def __init__(self, *args: Any, gate: int = 64, **kwargs: Any) -> None:
+        import asyncio
+
+        super().__init__(*args, **kwargs)
+        self.huddle_gate = asyncio.Semaphore(gate)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if _GATED.get():
+            return await super().execute_command(*args, **kwargs)
+        async with self.huddle_gate:
+            token = _GATED.set(True)
+            try:
+                return await super().execute_command(*args, **kwargs)
+            finally:
+                _GATED.reset(token)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)
+        return GatedClusterPipeline(self, transaction)
+
+
+class GatedClusterPipeline(ClusterPipeline):
+    """A cluster pipeline that holds one slot of its client's gate while it executes."""
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        gate = getattr(self.cluster_client, "huddle_gate", None)
+        if gate is None or _GATED.get():
+            return await super().execute(raise_on_error, allow_redirections)
+        async with gate:
+            token = _GATED.set(True)
+            try:
+                return await super().execute(raise_on_error, allow_redirections)
+            finally:
+                _GATED.reset(token)
+
+
+def _cluster_client(settings: RedisSettings, target: Target, kwargs: dict[str, Any]) -> RedisClient:
+    kwargs = dict(kwargs)
+    # Headroom over the gate: pipelines use one connection per node they touch, redirects one more.
+    kwargs.update(
+        max_connections=settings.max_connections * 2,
+        require_full_coverage=False,
+        gate=settings.max_connections,
+    )
+    if target.url:
+        parts = urlsplit(target.url)
+        if parts.scheme == "rediss":
+            kwargs["ssl"] = True
+        if parts.username:
+            kwargs["username"] = unquote(parts.username)
+        if parts.password:
+            kwargs["password"] = unquote(parts.password)
+        db = parts.path.strip("/")
+        if db not in ("", "0"):
+            raise ConfigError(f"Redis Cluster has only database 0, the URL asks for /{db}")
+        return GatedRedisCluster(host=parts.hostname or "127.0.0.1", port=parts.port or 6379, **kwargs)
+    if settings.db:
+        raise ConfigError(f"Redis Cluster has only database 0, settings ask for db={settings.db}")
+    return GatedRedisCluster(host=settings.host, port=settings.port, ssl=settings.ssl, **kwargs)
+
+
+class BlockingSentinelConnectionPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """Sentinel-managed pool (finds the current master) that queues callers when all connections are busy."""
+
+
+class SentinelRedis(aioredis.Redis):
+    """A client of the Sentinel-managed master; ``aclose`` also closes the connections to the sentinels."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        manager = getattr(self.connection_pool, "sentinel_manager", None)
+        await super().aclose(close_connection_pool)
+        if manager is not None:
+            for sentinel in manager.sentinels:
+                await sentinel.aclose()
+
+
+def _sentinel_client(settings: RedisSettings, target: Target, kwargs: dict[str, Any]) -> RedisClient:
+    kwargs = dict(kwargs)
+    kwargs.pop("retry_on_error", None)
+    if target.username is not None:
+        kwargs["username"] = target.username
+    if target.password is not None:
+        kwargs["password"] = target.password
+    tls = uses_tls(settings)
+    sentinel_kwargs: dict[str, Any] = {
+        "socket_timeout": settings.socket_timeout,
+        "socket_connect_timeout": settings.connect_timeout,
+        "decode_responses": True,
+    }
+    if settings.sentinel_username is not None:
+        sentinel_kwargs["username"] = settings.sentinel_username
+    if settings.sentinel_password is not None:
+        sentinel_kwargs["password"] = settings.sentinel_password.get_secret_value()
+    if tls:
+        sentinel_kwargs["ssl"] = True
+        for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname"):
+            if name in kwargs:
+                sentinel_kwargs[name] = kwargs[name]
+    manager = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)
+    return manager.master_for(
+        target.service or "",
+        redis_class=SentinelRedis,
+        connection_pool_class=BlockingSentinelConnectionPool,
+        db=target.db,
+        ssl=tls,
+        max_connections=settings.max_connections,
+        timeout=settings.pool_timeout,
+        **kwargs,
+    )
+
+
+# -- what the rest of the code may ask ------------------------------------------------------------------------
+def is_cluster(client: RedisClient) -> bool:
+    """True for a Redis Cluster client."""
+    return isinstance(client, RedisCluster)
+
+
+def topology(client: RedisClient) -> str:
+    """``cluster``, ``sentinel`` or ``standalone``."""
+    if is_cluster(client):
+        return "cluster"
+    if isinstance(getattr(client, "connection_pool", None), SentinelConnectionPool):
+        return "sentinel"
+    return "standalone"
+
+
+def node_target(client: RedisClient, key: str) -> dict[str, Any]:
+    """Extra command kwargs that send a keyless command (``WAIT``) to the node serving ``key``."""
+    if is_cluster(client):
+        return {"target_nodes": client.get_node_from_key(key)}
+    return {}
+
+
+async def server_version(client: RedisClient) -> tuple[int, ...]:
+    """The lowest ``redis_version`` among the nodes (``(major, minor, patch)``)."""
+    if is_cluster(client):
+        infos = await client.info("server", target_nodes=RedisCluster.PRIMARIES)
+        versions = [str(info["redis_version"]) for info in infos.values()]
+    else:
+        versions = [str((await client.info("server"))["redis_version"])]
+    return min(tuple(int(part) for part in version.split(".")[:3] if part.isdigit()) for version in versions)
