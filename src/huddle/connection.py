@@ -194,7 +194,7 @@ def create_client(settings: RedisSettings, *, decode_responses: bool = True) -> 
 _GATED = contextvars.ContextVar("huddle_cluster_gated", default=False)
 
 
-class GatedRedisCluster(RedisCluster):
+class GatedRedisCluster(RedisCluster):  # type: ignore[misc]
     """``RedisCluster`` whose commands and pipelines queue for one of ``max_connections`` slots.
 
     redis-py's cluster nodes raise ``MaxConnectionsError`` (a connection error that also triggers a topology
@@ -223,17 +223,17 @@ class GatedRedisCluster(RedisCluster):
         return GatedClusterPipeline(self, transaction)
 
 
-class GatedClusterPipeline(ClusterPipeline):
+class GatedClusterPipeline(ClusterPipeline):  # type: ignore[misc]
     """A cluster pipeline that holds one slot of its client's gate while it executes."""
 
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
         gate = getattr(self.cluster_client, "huddle_gate", None)
         if gate is None or _GATED.get():
-            return await super().execute(raise_on_error, allow_redirections)
+            return list(await super().execute(raise_on_error, allow_redirections))
         async with gate:
             token = _GATED.set(True)
             try:
-                return await super().execute(raise_on_error, allow_redirections)
+                return list(await super().execute(raise_on_error, allow_redirections))
             finally:
                 _GATED.reset(token)
 
@@ -263,11 +263,11 @@ def _cluster_client(settings: RedisSettings, target: Target, kwargs: dict[str, A
     return GatedRedisCluster(host=settings.host, port=settings.port, ssl=settings.ssl, **kwargs)
 
 
-class BlockingSentinelConnectionPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+class BlockingSentinelConnectionPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):  # type: ignore[misc]
     """Sentinel-managed pool (finds the current master) that queues callers when all connections are busy."""
 
 
-class SentinelRedis(aioredis.Redis):
+class SentinelRedis(aioredis.Redis):  # type: ignore[misc]
     """A client of the Sentinel-managed master; ``aclose`` also closes the connections to the sentinels."""
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:

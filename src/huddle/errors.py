@@ -104,6 +104,21 @@ class RedisUnavailableError(HuddleError):
     code = "redis_unavailable"
 
 
+class RedisPermissionError(HuddleError):
+    """The Redis ACL user may not run a command or touch a key huddle needs (NOPERM), or cannot log in."""
+
+    code = "redis_permission_denied"
+
+
+class ReplicationNotConfirmedError(HuddleError):
+    """The write succeeded on the master but fewer replicas than ``min_replicas`` confirmed it in time.
+
+    The event exists (``details['seq']``) but could be lost if the master fails now; retrying with the same
+    idempotency key returns the same seq and waits again."""
+
+    code = "replication_not_confirmed"
+
+
 class ShuttingDownError(HuddleError):
     """The owning object is shutting down (or closed) and refuses new work."""
 
@@ -126,6 +141,42 @@ class EmbeddedRedisError(HuddleError):
     """The embedded redis-server could not be found or started."""
 
     code = "embedded_redis"
+
+
+class MigrationError(HuddleError):
+    """A session migration or cross-instance sync could not do what was asked."""
+
+    code = "migration_error"
+
+
+class InvalidMigrationRequestError(MigrationError, ValueError):
+    """A migration or sync request is malformed (bad timestamp, unknown instance, bad mode)."""
+
+    code = "invalid_migration_request"
+
+
+class MigrationTaskNotFoundError(MigrationError, LookupError):
+    """No migration task with this id is recorded on the target."""
+
+    code = "migration_task_not_found"
+
+
+class MigrationTaskBusyError(MigrationError):
+    """The migration task is being run by a live process (its lease has not expired)."""
+
+    code = "migration_task_busy"
+
+
+class MigrationStateError(MigrationError):
+    """The migration task is in a state that does not allow this (e.g. resuming a completed task)."""
+
+    code = "migration_state"
+
+
+class SyncError(MigrationError):
+    """A cross-instance sync could not apply the source's changes to the target."""
+
+    code = "sync_failed"
 
 
 class ReplayError(HuddleError):
@@ -161,10 +212,17 @@ __all__ = [
     "HuddleError",
     "InvalidEventError",
     "InvalidIdentifierError",
+    "InvalidMigrationRequestError",
     "InvalidReplayOptionsError",
+    "MigrationError",
+    "MigrationStateError",
+    "MigrationTaskBusyError",
+    "MigrationTaskNotFoundError",
     "NotAMemberError",
     "RecoveryDataError",
+    "RedisPermissionError",
     "RedisUnavailableError",
+    "ReplicationNotConfirmedError",
     "ReplayError",
     "ReplayIntegrityError",
     "ReplayNotFoundError",
@@ -176,4 +234,5 @@ __all__ = [
     "ShutdownError",
     "ShuttingDownError",
     "StateConflictError",
+    "SyncError",
 ]

@@ -21,6 +21,7 @@ from .errors import (
     CheckpointNotFoundError,
     HuddleError,
     InvalidEventError,
+    ReplicationNotConfirmedError,
     SessionExpiredError,
     SessionNotFoundError,
     ShuttingDownError,
@@ -140,21 +141,13 @@ class SessionManager:
         """Mutations (create, join, emit, leave, complete, checkpoint) started and not yet finished."""
         return self._in_flight
 
-    async def wait_idle(self, timeout: float | None = None) -> bool:
-        """Wait until no mutation is in flight; False if ``timeout`` seconds passed first."""
-        if self._in_flight == 0:
-            return True
+    async def wait_idle(self) -> None:
+        """Return once no mutation is in flight (bound it with ``asyncio.timeout``)."""
         if self._idle is None:
             self._idle = asyncio.Event()
-        self._idle.clear()
-        try:
-            async with asyncio.timeout(timeout):
-                while self._in_flight:
-                    await self._idle.wait()
-                    self._idle.clear()
-        except TimeoutError:
-            return False
-        return True
+        while self._in_flight:
+            self._idle.clear()
+            await self._idle.wait()
 
     def add_operation_observer(self, observer: OperationObserver) -> None:
         """Call ``observer(operation, seconds, ok)`` after every operation (metrics hook)."""
@@ -348,12 +341,16 @@ class SessionManager:
         reset_ttl: bool = True,
         auto_checkpoint: bool = True,
         publish_update: bool = True,
+        min_replicas: int = 0,
     ) -> int:
         """Append an event as ``actor``; returns its sequence number.
 
         ``expected_seq``: refuse (``SequenceConflictError``) unless the session's last seq equals it.
         ``idempotency_key``: a retried call with the same key returns the first call's seq, writing nothing.
-        A state transition whose ``from`` is not the current state raises ``StateConflictError``."""
+        A state transition whose ``from`` is not the current state raises ``StateConflictError``.
+        ``min_replicas``: also wait (``WAIT``, up to ``replica_wait_timeout_ms``) until that many replicas have
+        the event; if fewer confirm it, raise ``ReplicationNotConfirmedError`` (the event is written, but a
+        failover now could lose it). See docs/scaling.md for what this does and does not guarantee."""
         self._check_open()
         started = time.perf_counter()
         check_id(session_id)
@@ -371,6 +368,8 @@ class SessionManager:
             )
         if expected_seq is not None and (not isinstance(expected_seq, int) or expected_seq < 0):
             raise InvalidEventError(f"expected_seq must be a non-negative integer, got {expected_seq!r}")
+        if not isinstance(min_replicas, int) or isinstance(min_replicas, bool) or not 0 <= min_replicas <= 100:
+            raise InvalidEventError(f"min_replicas must be an integer 0..100, got {min_replicas!r}")
         token = (
             os.urandom(8).hex() if idempotency_key is None else check_id(idempotency_key, "idempotency key")
         )
@@ -387,7 +386,9 @@ class SessionManager:
         ]  # fmt: skip
         ok = False
         try:
-            result = await self.store.emit(keys, args)
+            # WAIT must answer within the socket timeout, or the connection would be dropped as dead.
+            wait_ms = min(cfg.replica_wait_timeout_ms, max(int(cfg.socket_timeout * 1000) - 250, 1))
+            result = await self.store.emit(keys, args, min_replicas=min_replicas, wait_ms=wait_ms)
             ok = True
         except SessionNotFoundError:
             raise await self._missing(session_id) from None
@@ -398,6 +399,12 @@ class SessionManager:
             await self._best_effort(self.store.touch_active(session_id, result.at_ms))
         if result.failure_snapshot_id:
             await self._best_effort(self.store.index_failure(session_id, result.failure_snapshot_id))
+        if result.replicas_acked is not None and result.replicas_acked < min_replicas:
+            raise ReplicationNotConfirmedError(
+                f"event seq {result.seq} is written on the master, but only {result.replicas_acked} of "
+                f"{min_replicas} replicas confirmed it within {wait_ms} ms; a failover now could lose it",
+                seq=result.seq, replicas_acked=result.replicas_acked, min_replicas=min_replicas,
+            )  # fmt: skip
         return result.seq
 
     async def get_events(

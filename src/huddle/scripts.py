@@ -9,9 +9,9 @@ from importlib import resources
 from typing import Any
 
 from redis.commands.core import AsyncScript
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
-from .connection import RedisClient
+from .connection import RedisClient, node_target
 from .errors import (
     HuddleError,
     NotAMemberError,
@@ -23,7 +23,17 @@ from .errors import (
 )
 
 _ERROR = re.compile(r"HUDDLE (\w+) \[([^\]]*)\]")
-SCRIPT_NAMES = ("create", "join", "leave", "emit", "checkpoint", "complete")
+SCRIPT_NAMES = (
+    "create",
+    "join",
+    "leave",
+    "emit",
+    "checkpoint",
+    "complete",
+    "import_session",
+    "rollback_session",
+    "session_digest",
+)
 
 
 @cache
@@ -58,6 +68,30 @@ class Scripts:
             return await self._scripts[name](keys=keys, args=args)
         except ResponseError as exc:
             raise translate_script_error(exc) from exc
+
+    async def run_and_wait(
+        self, client: RedisClient, name: str, keys: list[str], args: list[str | int], replicas: int, timeout_ms: int
+    ) -> tuple[Any, int]:
+        """Run a script, then ``WAIT replicas timeout_ms`` on the same connection; returns (reply, replicas acked).
+
+        WAIT only covers writes made by its own connection, so both go in one pipeline to the node of the slot."""
+        script = self._scripts[name]
+        for attempt in range(2):
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                pipe.execute_command("WAIT", replicas, timeout_ms, **node_target(client, keys[0]))
+                reply, acked = await pipe.execute(raise_on_error=False)
+            if isinstance(reply, NoScriptError) and attempt == 0:
+                script.sha = await client.script_load(script.script)  # failover or restart: reload, retry
+                continue
+            if isinstance(reply, ResponseError):
+                raise translate_script_error(reply) from reply
+            if isinstance(reply, Exception):
+                raise reply
+            if isinstance(acked, Exception):
+                raise acked
+            return reply, int(acked)
+        raise NoScriptError(f"script {name} could not be loaded")
 
 
 def translate_script_error(exc: ResponseError) -> Exception:

@@ -154,7 +154,7 @@ class EmbeddedSentinel:
             port = self.master_port()
             if port == old.port:
                 return False
-            return _admin(port).info("replication").get("role") == "master"
+            return bool(_admin(port).info("replication").get("role") == "master")
 
         _wait_until(promoted, timeout, "the sentinels to promote a replica")
         return self.master()

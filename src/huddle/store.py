@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
+from redis.exceptions import (
+    AuthenticationError,
+    ClusterDownError,
+    NoPermissionError,
+    RedisClusterException,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .connection import RedisClient
-from .errors import RedisUnavailableError
+from .connection import RedisClient, is_cluster, server_version
+from .errors import RedisPermissionError, RedisUnavailableError
 from .keys import KeySpace, SessionKeys
 from .models import (
     AgentInfo,
@@ -28,16 +37,46 @@ from .scripts import Scripts
 P = ParamSpec("P")
 T = TypeVar("T")
 
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionResetError, OSError)
+# Cluster errors are transient too: a failed master before its replica takes over (CLUSTERDOWN, MASTERDOWN,
+# uncovered slot), a multi-key script during a slot migration (TRYAGAIN), no reachable node at all.
+REDIS_DOWN = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionResetError,
+    OSError,
+    ClusterDownError,
+    TryAgainError,
+    RedisClusterException,
+)
+_NOPERM = re.compile(r"NOPERM|no permissions|can't run this command|permissions to access", re.IGNORECASE)
+
+
+def permission_error(exc: BaseException) -> RedisPermissionError | None:
+    """A ``RedisPermissionError`` if ``exc`` is an ACL refusal (NOPERM, also inside a script) or a failed login."""
+    if isinstance(exc, AuthenticationError):
+        return RedisPermissionError(f"Redis refused the login: {exc}")
+    if isinstance(exc, NoPermissionError) or (isinstance(exc, ResponseError) and _NOPERM.search(str(exc))):
+        return RedisPermissionError(
+            f"the Redis user lacks a permission huddle needs (see huddle.acl for the rules): {exc}"
+        )
+    return None
 
 
 def redis_boundary(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """Convert redis-py connection failures (after its bounded retries) into ``RedisUnavailableError``."""
+    """Convert redis-py connection failures (after its bounded retries) into ``RedisUnavailableError``
+    and ACL refusals into ``RedisPermissionError``."""
 
     @functools.wraps(func)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await func(*args, **kwargs)
+        except (AuthenticationError, ResponseError) as exc:
+            denied = permission_error(exc)
+            if denied is not None:
+                raise denied from exc
+            if isinstance(exc, REDIS_DOWN):
+                raise RedisUnavailableError(f"Redis is unavailable: {exc}") from exc
+            raise
         except REDIS_DOWN as exc:
             raise RedisUnavailableError(f"Redis is unavailable: {exc}") from exc
 
@@ -55,6 +94,8 @@ class EmitResult:
     failure_snapshot_id: str | None
     last_seq: int
     at_ms: int
+    replicas_acked: int | None = None
+    """With ``min_replicas``: how many replicas confirmed the write (WAIT); None when not asked."""
 
 
 def parse_event(session_id: str, entry_id: str, fields: dict[str, str]) -> Event:
@@ -151,6 +192,7 @@ class SessionStore:
         self.client = client
         self.keys = keyspace
         self.scripts = Scripts(client)
+        self._publish_command: str | None = None
 
     @redis_boundary
     async def load(self) -> None:
@@ -189,12 +231,30 @@ class SessionStore:
         return int(seq), bool(done)
 
     @redis_boundary
-    async def emit(self, keys: SessionKeys, args: list[str | int]) -> EmitResult:
-        """Run emit.lua."""
-        seq, due, cp_id, dup, failure_id, last, now = await self.scripts.run("emit", keys.all, args)
+    async def emit(
+        self, keys: SessionKeys, args: list[str | int], *, min_replicas: int = 0, wait_ms: int = 0
+    ) -> EmitResult:
+        """Run emit.lua; with ``min_replicas`` also WAIT (up to ``wait_ms``) for replicas to confirm it."""
+        args = [*args, await self.publish_command()]
+        acked: int | None = None
+        if min_replicas > 0:
+            reply, acked = await self.scripts.run_and_wait(
+                self.client, "emit", keys.all, args, min_replicas, wait_ms
+            )
+        else:
+            reply = await self.scripts.run("emit", keys.all, args)
+        seq, due, cp_id, dup, failure_id, last, now = reply
         return EmitResult(
-            int(seq), bool(due), cp_id or None, bool(dup), failure_id or None, int(last), int(now)
+            int(seq), bool(due), cp_id or None, bool(dup), failure_id or None, int(last), int(now), acked
         )
+
+    async def publish_command(self) -> str:
+        """``SPUBLISH`` on a Redis Cluster of 7.0+ (sharded pub/sub keeps notices on the slot's node), else
+        ``PUBLISH``; asked once per store."""
+        if self._publish_command is None:
+            sharded = is_cluster(self.client) and await server_version(self.client) >= (7, 0)
+            self._publish_command = "SPUBLISH" if sharded else "PUBLISH"
+        return self._publish_command
 
     @redis_boundary
     async def checkpoint(self, keys: SessionKeys, args: list[str | int]) -> tuple[str, int, bool, str | None]:

@@ -8,12 +8,14 @@
 -- ARGV[12] session channel ('' = do not publish)      ARGV[13] failure states CSV
 -- ARGV[14] failure snapshot ttl ms ('' = snapshots off)  ARGV[15] events per failure snapshot
 -- ARGV[16] index refresh ms  ARGV[17] max checkpoints kept
+-- ARGV[18] (optional) 'SPUBLISH' to notify on the sharded channel (Redis Cluster 7.0+; the session channel
+--          carries the session's hash tag, so it lives in this slot); anything else or absent: PUBLISH
 -- Returns {seq, index_due(0|1), checkpoint id or '', duplicate(0|1), failure snapshot id or '', last seq, now ms}
 local sid, actor, etype, payload, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local expected, from, to = ARGV[6], ARGV[7], ARGV[8]
 
 local meta = redis.call('HMGET', K_META, 'status', 'state', 'seq', 'ttl', 'ncp', 'cps', 'idx', 'md', 'ver',
-  'broken', 'first')
+  'broken', 'first', 'hold', 'holdx')
 if not meta[1] then
   huddle_error('session_not_found', sid)
 end
@@ -80,7 +82,12 @@ if len > max_events then
     cp_id = write_checkpoint(seq, now, actor, 'trim', state, meta[1], meta[8], failure_id, max_cps)
     ncp, cps = 0, seq
   end
-  first = trim_events(max_events) or first
+  -- A recording (replay) holds the events it has not read yet: trim only before them while its lease lasts.
+  local hold = nil
+  if meta[12] and meta[13] and tonumber(meta[13]) > now then
+    hold = tonumber(meta[12])
+  end
+  first = trim_events(max_events, hold) or first
 end
 
 local index_due, idx = 0, tonumber(meta[7])
@@ -107,7 +114,8 @@ else
   keep_ttl()
 end
 if ARGV[12] ~= '' then
-  redis.call('PUBLISH', ARGV[12], '{"session_id":"' .. sid .. '","seq":' .. fmt(event_seq) .. ',"type":"' ..
+  local publish = ARGV[18] == 'SPUBLISH' and 'SPUBLISH' or 'PUBLISH'
+  redis.call(publish, ARGV[12], '{"session_id":"' .. sid .. '","seq":' .. fmt(event_seq) .. ',"type":"' ..
     etype .. '","actor":"' .. actor .. '","last_seq":' .. fmt(seq) .. '}')
 end
 return {event_seq, index_due, cp_id, 0, failure_id, seq, now}
