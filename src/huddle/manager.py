@@ -22,6 +22,7 @@ from .errors import (
     HuddleError,
     InvalidEventError,
     ReplicationNotConfirmedError,
+    ReplayError,
     SessionExpiredError,
     SessionNotFoundError,
     ShuttingDownError,
@@ -88,6 +89,7 @@ class SessionManager:
         self._failure_csv = ",".join(cfg.failure_states)
         self._failure_ttl_ms = str(cfg.failure_snapshot_ttl * 1000) if cfg.enable_failure_snapshots else ""
         self._observers: list[OperationObserver] = []
+        self._recorder: Callable[[str], Awaitable[Any]] | None = None
         self._closed = False
         self._draining = False
         self._in_flight = 0
@@ -149,6 +151,15 @@ class SessionManager:
             self._idle.clear()
             await self._idle.wait()
 
+    def attach_recorder(self, recorder: Callable[[str], Awaitable[Any]]) -> None:
+        """Used by ``SessionReplay``: ``create_session(..., record=True)`` calls ``recorder(session_id)``."""
+        self._recorder = recorder
+
+    def detach_recorder(self, recorder: Callable[[str], Awaitable[Any]]) -> None:
+        """Undo ``attach_recorder`` (if ``recorder`` is still the attached one)."""
+        if self._recorder == recorder:
+            self._recorder = None
+
     def add_operation_observer(self, observer: OperationObserver) -> None:
         """Call ``observer(operation, seconds, ok)`` after every operation (metrics hook)."""
         self._observers.append(observer)
@@ -187,9 +198,14 @@ class SessionManager:
         metadata: Mapping[str, Any] | None = None,
         ttl: int | None = None,
         initial_state: str | None = None,
+        record: bool = False,
     ) -> str:
-        """Create a session with ``agent_id`` as its first member; returns the session id."""
+        """Create a session with ``agent_id`` as its first member; returns the session id.
+
+        ``record``: record it from its first event with the ``SessionReplay`` attached to this manager."""
         self._check_open()
+        if record and self._recorder is None:
+            raise ReplayError("record=True needs a SessionReplay on this manager: SessionReplay(manager)")
         started = time.perf_counter()
         check_id(agent_id, "agent id")
         sid = check_id(session_id) if session_id is not None else new_session_id()
@@ -216,6 +232,8 @@ class SessionManager:
             self._observe("create", started, ok)
         self.local_members.setdefault(sid, set()).add(agent_id)
         await self._best_effort(self.store.index_session(sid, created_ms, agent_joined=agent_id))
+        if record and self._recorder is not None:
+            await self._recorder(sid)
         return sid
 
     def _metadata_json(self, metadata: Mapping[str, Any] | None) -> str:

@@ -1,0 +1,134 @@
+"""Duck-typed hooks into the optional components (replay, migration, health): each may be absent.
+
+A component takes part by having any of the methods looked up here; a missing method means "nothing to do".
+Methods may be sync or async."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import ValidationError
+
+from .models import RecoveryRecording, RecoveryTask
+
+log = logging.getLogger("huddle.shutdown")
+
+NOT_READY_HOOKS = ("mark_not_ready", "begin_shutdown", "set_shutting_down")
+CLOSE_HOOKS = ("shutdown", "close", "aclose")
+RECORDING_SUSPEND_HOOKS = ("suspend_recordings", "suspend_for_shutdown")
+RECORDING_LIST_HOOKS = ("active_recordings", "list_active_recordings", "recording_sessions")
+RECORDING_STOP_HOOKS = ("stop_recording",)
+RECORDING_RESUME_HOOKS = ("resume_recordings", "resume_from_recovery")
+TASK_SUSPEND_HOOKS = ("suspend_tasks", "suspend_for_shutdown", "pause_all")
+TASK_RESUME_HOOKS = ("resume_tasks", "resume_from_recovery")
+
+
+def find_hook(component: object, names: Iterable[str]) -> Any | None:
+    """The first callable attribute of ``component`` named in ``names``, or None."""
+    for name in names:
+        hook = getattr(component, name, None)
+        if callable(hook):
+            return hook
+    return None
+
+
+async def call(hook: Any, *args: Any) -> Any:
+    """Call a sync or async hook and return its result."""
+    result = hook(*args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+async def call_first(component: object, names: Iterable[str], *args: Any) -> tuple[bool, Any]:
+    """Call the first hook of ``names`` that exists; (False, None) when none does."""
+    hook = find_hook(component, names)
+    if hook is None:
+        return False, None
+    return True, await call(hook, *args)
+
+
+async def mark_not_ready(health: object, reason: str) -> bool:
+    """Tell a health component that this process is shutting down (readiness should fail at once)."""
+    found, _ = await call_first(health, NOT_READY_HOOKS, reason)
+    if not found and callable(getattr(health, "set_ready", None)):
+        await call(getattr(health, "set_ready"), False)  # noqa: B009
+        found = True
+    return found
+
+
+async def close_component(component: object) -> bool:
+    """Close a component through its ``shutdown()``/``close()``; False if it has neither."""
+    found, _ = await call_first(component, CLOSE_HOOKS)
+    return found
+
+
+def _recording_ids(listed: Any) -> list[str]:
+    if isinstance(listed, dict):
+        return [str(key) for key in listed]
+    return [
+        item if isinstance(item, str) else str(getattr(item, "session_id", item)) for item in listed or ()
+    ]
+
+
+async def preserve_recordings(replay: object) -> list[RecoveryRecording]:
+    """Flush and stop (or suspend) every recording in progress; what was done goes into the recovery data."""
+    found, suspended = await call_first(replay, RECORDING_SUSPEND_HOOKS)
+    if found:
+        return [_recording_from(item) for item in suspended or ()]
+    found, listed = await call_first(replay, RECORDING_LIST_HOOKS)
+    if not found:
+        attribute = getattr(replay, "recording_sessions", None)
+        if attribute is None:
+            return []
+        listed = attribute
+    stop = find_hook(replay, RECORDING_STOP_HOOKS)
+    recordings: list[RecoveryRecording] = []
+    for session_id in _recording_ids(listed):
+        if stop is None:
+            recordings.append(RecoveryRecording(session_id=session_id, status="resumable"))
+            continue
+        try:
+            replay_id = await call(stop, session_id)
+        except Exception as exc:  # one broken recording must not stop the others from being preserved
+            log.warning("stopping the recording of %s failed: %s", session_id, exc)
+            recordings.append(RecoveryRecording(session_id=session_id, status="failed", error=str(exc)))
+            continue
+        recordings.append(
+            RecoveryRecording(
+                session_id=session_id,
+                replay_id=None if replay_id is None else str(replay_id),
+                status="stopped",
+            )
+        )
+    return recordings
+
+
+def _recording_from(item: Any) -> RecoveryRecording:
+    if isinstance(item, RecoveryRecording):
+        return item
+    try:
+        if isinstance(item, dict):
+            return RecoveryRecording.model_validate(item)
+        return RecoveryRecording.model_validate(item, from_attributes=True)
+    except ValidationError:
+        return RecoveryRecording(session_id=str(getattr(item, "session_id", item)), status="resumable")
+
+
+async def preserve_tasks(migration: object) -> list[RecoveryTask]:
+    """Stop running migrations and syncs at a resumable cursor; returns what to resume."""
+    found, suspended = await call_first(migration, TASK_SUSPEND_HOOKS)
+    if not found:
+        return []
+    tasks: list[RecoveryTask] = []
+    for item in suspended or ():
+        if isinstance(item, RecoveryTask):
+            tasks.append(item)
+        elif isinstance(item, dict):
+            tasks.append(RecoveryTask.model_validate(item))
+        else:
+            tasks.append(RecoveryTask.model_validate(item, from_attributes=True))
+    return tasks

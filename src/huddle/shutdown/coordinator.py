@@ -1,0 +1,463 @@
+"""SessionGracefulShutdown: drain, checkpoint, preserve, clean up within a grace period, or force."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from ..connection import RedisClient
+from ..errors import HuddleError, SessionNotFoundError, ShutdownError
+from ..keys import KeySpace
+from . import components
+from .config import ShutdownConfig, ShutdownOptions
+from .models import (
+    RecoveryData,
+    RecoverySession,
+    ResumeReport,
+    ShutdownEvent,
+    ShutdownPhase,
+    ShutdownStatus,
+)
+from .recovery import RecoveryStore
+from .state import ShutdownState
+
+if TYPE_CHECKING:
+    from ..manager import SessionManager
+
+log = logging.getLogger("huddle.shutdown")
+
+ShutdownCallback = Callable[[ShutdownEvent], None]
+"""Called with every phase change, progress report and error of a shutdown."""
+
+CHECKPOINT_REASON = "shutdown"
+
+
+class _PhaseTimeout(Exception):
+    """A phase step outlived its timeout (internal: turns the shutdown into ``forced``)."""
+
+
+class SessionGracefulShutdown:
+    """Shuts a worker down in phases (initiated, draining, checkpointing, cleanup, complete | forced).
+
+    Signals (SIGTERM, SIGINT, SIGQUIT by default) start it; a second signal forces it at once. It never exits the
+    process: ``wait()`` returns the final status, whose ``exit_code`` the caller may use."""
+
+    def __init__(self, config: ShutdownConfig | None = None) -> None:
+        self.config = config if config is not None else ShutdownConfig()
+        self._manager: SessionManager | None = None
+        self._redis: RedisClient | None = None
+        self._components: dict[str, object] = {}
+        self._callbacks: list[ShutdownCallback] = []
+        self._installed: list[signal.Signals] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._state: ShutdownState | None = None
+        self._task: asyncio.Task[ShutdownStatus] | None = None
+        self._force = asyncio.Event()
+        self._started = asyncio.Event()
+        self._stray: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    # -- setup ------------------------------------------------------------------------------------------------
+    async def initialize(
+        self,
+        *,
+        session_manager: SessionManager | None = None,
+        redis: RedisClient | None = None,
+        session_store: object | None = None,
+        session_replay: object | None = None,
+        session_migration: object | None = None,
+        health_check: object | None = None,
+        handle_signals: bool | None = None,
+    ) -> Self:
+        """Attach the services to shut down (each optional) and install the signal handlers."""
+        if self._state is not None:
+            raise ShutdownError("cannot initialize: a shutdown has already started")
+        if self._closed:
+            raise ShutdownError("cannot initialize a closed SessionGracefulShutdown")
+        self._manager, self._redis = session_manager, redis
+        found = {"replay": session_replay, "migration": session_migration, "health": health_check}
+        self._components = {name: value for name, value in found.items() if value is not None}
+        del session_store  # accepted for the spec's signature; the manager owns its store
+        self._loop = asyncio.get_running_loop()
+        self._remove_signal_handlers()
+        if self.config.handle_signals if handle_signals is None else handle_signals:
+            self._install_signal_handlers()
+        return self
+
+    def on_event(self, callback: ShutdownCallback) -> None:
+        """Call ``callback(event)`` for every phase change, progress report and error (e.g. to log them)."""
+        self._callbacks.append(callback)
+
+    def _install_signal_handlers(self) -> None:
+        assert self._loop is not None
+        for sig in self.config.signal_numbers():
+            try:
+                self._loop.add_signal_handler(sig, self._on_signal, sig)
+            except (NotImplementedError, RuntimeError, ValueError) as exc:  # not the main thread, or Windows
+                log.warning("cannot handle %s here (%s); call shutdown() yourself", sig.name, exc)
+                continue
+            self._installed.append(sig)
+
+    def _remove_signal_handlers(self) -> None:
+        installed, self._installed = self._installed, []
+        if self._loop is None or self._loop.is_closed():
+            return
+        for sig in installed:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                self._loop.remove_signal_handler(sig)
+
+    @property
+    def handled_signals(self) -> list[str]:
+        """Names of the signals whose handlers are installed right now."""
+        return [sig.name for sig in self._installed]
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self._state is None:
+            self._start(ShutdownOptions(reason=f"received {sig.name}"), signal_name=sig.name)
+        else:
+            self.force(f"second signal {sig.name} during shutdown")
+
+    # -- control ----------------------------------------------------------------------------------------------
+    async def shutdown(
+        self, reason: str = "shutdown requested", *, graceful: bool = True, preserve_data: bool = True
+    ) -> ShutdownStatus:
+        """Run the shutdown (or join the one already running) and return its final status."""
+        options = ShutdownOptions.build(reason=reason, graceful=graceful, preserve_data=preserve_data)
+        if self._task is None:
+            self._start(options, signal_name=None)
+        return await self.wait()
+
+    def _start(self, options: ShutdownOptions, signal_name: str | None) -> None:
+        self._state = ShutdownState(options, signal_name, time.monotonic() + self.config.grace_period)
+        self._task = asyncio.get_running_loop().create_task(self._supervise(), name="huddle-shutdown")
+        self._started.set()
+
+    def force(self, reason: str = "forced by request") -> None:
+        """Skip what is left of a running shutdown: close connections now (phase ``forced``)."""
+        if self._state is not None and self._state.forced_reason is None:
+            self._state.forced_reason = reason
+        self._force.set()
+
+    async def wait(self) -> ShutdownStatus:
+        """Wait until a shutdown (started by a signal or a call) has finished; returns its final status."""
+        await self._started.wait()
+        assert self._task is not None
+        return await asyncio.shield(self._task)
+
+    def get_shutdown_status(self) -> ShutdownStatus | None:
+        """The current status, or None while no shutdown has started."""
+        return None if self._state is None else self._state.snapshot()
+
+    def is_shutdown_in_progress(self) -> bool:
+        """True from the start of a shutdown until it is complete or forced."""
+        return self._state is not None and not self._state.snapshot().done
+
+    # -- the phases -------------------------------------------------------------------------------------------
+    async def _supervise(self) -> ShutdownStatus:
+        state = self._state
+        assert state is not None
+        self._emit("phase", ShutdownPhase.INITIATED, f"shutdown initiated: {state.options.reason}")
+        if not state.options.graceful:
+            self.force("graceful=False requested")
+        phases = asyncio.create_task(self._run_phases(state), name="huddle-shutdown-phases")
+        forced = asyncio.create_task(self._force.wait())
+        try:
+            await asyncio.wait(
+                {phases, forced}, timeout=state.remaining(), return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            forced.cancel()
+        if (
+            phases.done()
+            and not phases.cancelled()
+            and phases.exception() is None
+            and not self._force.is_set()
+        ):
+            self._enter(state, ShutdownPhase.COMPLETE)
+            self._emit("phase", ShutdownPhase.COMPLETE, "shutdown complete", errors=len(state.errors))
+        else:
+            if phases.done() and not phases.cancelled() and phases.exception() is not None:
+                cause = phases.exception()
+                state.forced_reason = state.forced_reason or str(cause)
+            self._abandon(phases)
+            if state.forced_reason is None:
+                state.forced_reason = f"grace period of {self.config.grace_period:g}s exceeded"
+            await self._force_now(state)
+        state.finished_at = datetime.now(UTC)
+        self._remove_signal_handlers()
+        return state.snapshot()
+
+    async def _run_phases(self, state: ShutdownState) -> None:
+        cfg = self.config
+        self._enter(state, ShutdownPhase.DRAINING)
+        await self._step(state, self._drain(state), cfg.phase_timeout("drain"))
+        self._enter(state, ShutdownPhase.CHECKPOINTING)
+        if state.options.preserve_data:
+            await self._step(state, self._preserve(state), cfg.phase_timeout("checkpoint"))
+        else:
+            self._emit("progress", state.phase, "preserve_data=False: no checkpoints or recovery data")
+        self._enter(state, ShutdownPhase.CLEANUP)
+        await self._step(state, self._cleanup(state), cfg.phase_timeout("cleanup"))
+
+    async def _step(self, state: ShutdownState, work: Coroutine[Any, Any, None], budget: float) -> None:
+        """Run one phase's work bounded by its timeout (and the grace period); a timeout forces the shutdown."""
+        limit = min(budget, state.remaining())
+        task = asyncio.create_task(work)
+        try:
+            await asyncio.wait({task}, timeout=limit)
+        except asyncio.CancelledError:
+            self._abandon(task)
+            raise
+        if not task.done():
+            self._abandon(task)
+            raise _PhaseTimeout(f"phase {state.phase.value} did not finish within {limit:.1f}s")
+        task.result()
+
+    def _enter(self, state: ShutdownState, phase: ShutdownPhase) -> None:
+        state.enter(phase)
+        if phase not in (ShutdownPhase.COMPLETE, ShutdownPhase.FORCED):
+            self._emit("phase", phase, f"shutdown phase {phase.value}")
+
+    async def _drain(self, state: ShutdownState) -> None:
+        health = self._components.get("health")
+        if health is not None:
+            await self._guard(
+                state,
+                "marking the health check not ready",
+                components.mark_not_ready(health, state.options.reason),
+            )
+        manager = self._manager
+        if manager is None:
+            return
+        manager.begin_draining()
+        state.in_flight_at_drain = manager.in_flight
+        self._emit("progress", state.phase, f"refusing new work; {manager.in_flight} operation(s) in flight")
+        await manager.wait_idle()
+        self._emit("progress", state.phase, "no operation in flight")
+
+    async def _preserve(self, state: ShutdownState) -> None:
+        manager, cfg = self._manager, self.config
+        if manager is not None and cfg.checkpoint_active_sessions:
+            await self._checkpoint_sessions(state, manager)
+        replay = self._components.get("replay")
+        if replay is not None and cfg.preserve_replays:
+            recordings = await self._guard(
+                state, "preserving recordings", components.preserve_recordings(replay)
+            )
+            state.recordings = list(recordings or [])
+            self._emit("progress", state.phase, f"{len(state.recordings)} recording(s) preserved")
+        migration = self._components.get("migration")
+        if migration is not None:
+            tasks = await self._guard(
+                state, "stopping migrations and syncs", components.preserve_tasks(migration)
+            )
+            state.tasks = list(tasks or [])
+            self._emit(
+                "progress", state.phase, f"{len(state.tasks)} migration/sync task(s) stopped at a cursor"
+            )
+        if cfg.enable_recovery_data:
+            await self._guard(state, "writing recovery data", self._write_recovery(state))
+
+    async def _checkpoint_sessions(self, state: ShutdownState, manager: SessionManager) -> None:
+        members = {sid: sorted(agents) for sid, agents in list(manager.local_members.items())}
+        limit = asyncio.Semaphore(self.config.checkpoint_concurrency)
+
+        async def one(session_id: str, agents: list[str]) -> None:
+            async with limit:
+                try:
+                    cp_id = await manager.checkpoint(
+                        session_id, reason=CHECKPOINT_REASON, force_snapshot=True
+                    )
+                except SessionNotFoundError as exc:
+                    state.gone.append(session_id)
+                    self._emit("progress", state.phase, f"session {session_id} is gone: {exc.message}")
+                    return
+                except HuddleError as exc:
+                    state.sessions.append(
+                        RecoverySession(
+                            session_id=session_id, agents=agents, checkpoint_id=None, error=str(exc)
+                        )
+                    )
+                    self._error(state, f"checkpoint of session {session_id} failed: {exc}")
+                    return
+                seq = int(cp_id.removeprefix("cp-"))
+                state.sessions.append(
+                    RecoverySession(
+                        session_id=session_id, agents=agents, checkpoint_id=cp_id, checkpoint_seq=seq
+                    )
+                )
+
+        await asyncio.gather(*(one(sid, agents) for sid, agents in members.items()))
+        self._emit(
+            "progress", state.phase, f"checkpointed {state.sessions_checkpointed} of {len(members)} session(s)",
+            failed=state.sessions_failed, gone=len(state.gone),
+        )  # fmt: skip
+
+    async def _cleanup(self, state: ShutdownState) -> None:
+        for name in ("replay", "migration", "health"):
+            component = self._components.get(name)
+            if component is not None:
+                await self._guard(state, f"closing {name}", components.close_component(component))
+        if self._manager is not None:
+            await self._guard(state, "closing the session manager", self._manager.close())
+        if self._redis is not None:
+            await self._guard(state, "closing the redis client", self._redis.aclose())
+        self._emit("progress", state.phase, "components and connections closed")
+
+    async def _guard(self, state: ShutdownState, what: str, work: Coroutine[Any, Any, Any]) -> Any:
+        """Run one step; an error is reported and recorded but does not stop the other steps."""
+        try:
+            return await work
+        except Exception as exc:
+            self._error(state, f"{what} failed: {type(exc).__name__}: {exc}")
+            return None
+
+    # -- forced -----------------------------------------------------------------------------------------------
+    async def _force_now(self, state: ShutdownState) -> None:
+        """Close every connection with a short bound each; write what is known to the recovery data."""
+        self._enter(state, ShutdownPhase.FORCED)
+        self._emit("error", ShutdownPhase.FORCED, f"shutdown forced: {state.forced_reason}")
+        cap = self.config.force_close_timeout
+        if self._manager is not None:
+            self._manager.begin_draining()
+        if state.options.preserve_data and self.config.enable_recovery_data and not state.recovery_written:
+            await self._bounded(state, "writing recovery data", self._write_recovery(state), cap)
+        closes: list[tuple[str, Coroutine[Any, Any, Any]]] = [
+            (f"closing {name}", components.close_component(component))
+            for name, component in self._components.items()
+        ]
+        if self._manager is not None:
+            closes.append(("closing the session manager", self._manager.close()))
+        if self._redis is not None:
+            closes.append(("closing the redis client", self._redis.aclose()))
+        await asyncio.gather(*(self._bounded(state, what, work, cap) for what, work in closes))
+
+    async def _bounded(
+        self, state: ShutdownState, what: str, work: Coroutine[Any, Any, Any], budget: float
+    ) -> None:
+        task = asyncio.create_task(work)
+        await asyncio.wait({task}, timeout=budget)
+        if not task.done():
+            self._abandon(task)
+            self._error(state, f"{what} did not finish within {budget:g}s; abandoned")
+        elif not task.cancelled() and task.exception() is not None:
+            self._error(state, f"{what} failed: {task.exception()}")
+
+    def _abandon(self, task: asyncio.Task[Any]) -> None:
+        """Cancel a task without waiting for it (it may ignore cancellation); keep it until it ends."""
+        task.cancel()
+        self._stray.add(task)
+        task.add_done_callback(self._reap)
+
+    def _reap(self, task: asyncio.Task[Any]) -> None:
+        self._stray.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("abandoned shutdown step ended with %r", task.exception())
+
+    # -- recovery data ----------------------------------------------------------------------------------------
+    def _recovery_store(self) -> RecoveryStore | None:
+        if self._manager is not None:
+            client, keys = self._manager.client, self._manager.keys
+        elif self._redis is not None:
+            client, keys = self._redis, KeySpace(self.config.namespace or "huddle")
+        else:
+            return None
+        if self.config.namespace is not None and self.config.namespace != keys.namespace:
+            keys = KeySpace(self.config.namespace)
+        return RecoveryStore(client, keys, self.config.instance_id)
+
+    def _require_store(self) -> RecoveryStore:
+        store = self._recovery_store()
+        if store is None:
+            raise ShutdownError(
+                "no Redis to keep recovery data in: initialize() with session_manager or redis"
+            )
+        return store
+
+    async def _write_recovery(self, state: ShutdownState) -> None:
+        store = self._recovery_store()
+        if store is None:
+            self._emit("progress", state.phase, "no Redis client: recovery data not written")
+            return
+        data = RecoveryData(
+            instance_id=self.config.instance_id, namespace=store.namespace, reason=state.options.reason,
+            phase=state.phase, graceful=state.forced_reason is None, started_at=state.started_at,
+            written_at=datetime.now(UTC), sessions=sorted(state.sessions, key=lambda s: s.session_id),
+            recordings=state.recordings, tasks=state.tasks, errors=list(state.errors),
+        )  # fmt: skip
+        await store.save(data, self.config.recovery_ttl)
+        state.recovery_written = True
+        self._emit(
+            "progress", state.phase, f"recovery data written to {store.key}", sessions=len(data.sessions)
+        )
+
+    async def get_recovery_data(self) -> RecoveryData | None:
+        """The recovery document the last shutdown of this instance left, or None."""
+        return await self._require_store().load()
+
+    async def clear_recovery_data(self) -> bool:
+        """Delete this instance's recovery document; True if there was one."""
+        return await self._require_store().clear()
+
+    async def resume(
+        self,
+        *,
+        session_replay: object | None = None,
+        session_migration: object | None = None,
+        clear: bool = True,
+    ) -> ResumeReport:
+        """On the next start: adopt the sessions still alive, resume recordings and tasks, clear the document."""
+        from .resume import resume_from
+
+        data = await self.get_recovery_data()
+        replay = session_replay if session_replay is not None else self._components.get("replay")
+        migration = session_migration if session_migration is not None else self._components.get("migration")
+        report = await resume_from(data, self._manager, replay, migration)
+        if clear and data is not None:
+            await self.clear_recovery_data()
+        return report
+
+    # -- lifecycle of this object -------------------------------------------------------------------------------
+    def _emit(self, kind: str, phase: ShutdownPhase, message: str, **details: Any) -> None:
+        event = ShutdownEvent.model_validate(
+            {"kind": kind, "phase": phase, "message": message, "at": datetime.now(UTC), "details": details}
+        )
+        log.log(logging.ERROR if kind == "error" else logging.INFO, "%s: %s", phase.value, message)
+        for callback in self._callbacks:
+            try:
+                callback(event)
+            except Exception:
+                log.exception("shutdown event callback failed")
+
+    def _error(self, state: ShutdownState, message: str) -> None:
+        state.errors.append(message)
+        self._emit("error", state.phase, message)
+
+    async def close(self) -> None:
+        """Remove the signal handlers; a shutdown still running is forced and awaited (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None and not self._task.done():
+            self.force("SessionGracefulShutdown closed")
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._task)
+        self._remove_signal_handlers()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+__all__ = ["CHECKPOINT_REASON", "SessionGracefulShutdown", "ShutdownCallback"]
