@@ -70,6 +70,11 @@ class KeySpace:
         """Pub/sub channel of session lifecycle notifications (created, joined, left, completed, checkpoint)."""
         return f"{self.namespace}:{self.global_channel_name}"
 
+    @property
+    def health_channel(self) -> str:
+        """Pub/sub channel the health check publishes its round-trip probes on."""
+        return f"{self.namespace}:health:probe"
+
     # -- sharded global indexes -----------------------------------------------------------------------------
     def shard_of(self, member: str) -> int:
         """Stable shard number of a session or agent id (crc32, identical in every process)."""

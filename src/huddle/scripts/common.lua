@@ -73,13 +73,22 @@ local function write_checkpoint(seq, ts, actor, reason, state, status, metadata,
 end
 
 -- Trim the event log to max_events entries, dropping the idempotency tokens of trimmed events.
+-- hold (optional): the first seq a recording still needs; events from it on are never trimmed, so the log may
+-- stay longer than max_events until the recording has read them.
 -- Returns the first sequence number still in the log, or nil when nothing was trimmed.
-local function trim_events(max_events)
+local function trim_events(max_events, hold)
   local len = redis.call('XLEN', K_EVENTS)
   if len <= max_events then
     return nil
   end
-  local old = redis.call('XRANGE', K_EVENTS, '-', '+', 'COUNT', len - max_events)
+  local upto = '+'
+  if hold then
+    upto = '0-' .. fmt(hold - 1)
+  end
+  local old = redis.call('XRANGE', K_EVENTS, '-', upto, 'COUNT', len - max_events)
+  if #old == 0 then
+    return nil
+  end
   local tokens = {}
   for _, entry in ipairs(old) do
     local fields = entry[2]
@@ -96,7 +105,7 @@ local function trim_events(max_events)
   if #tokens > 0 then
     redis.call('HDEL', K_IDEM, unpack(tokens))
   end
-  redis.call('XTRIM', K_EVENTS, 'MAXLEN', max_events)
+  redis.call('XTRIM', K_EVENTS, 'MAXLEN', len - #old)
   return tonumber(string.sub(old[#old][1], 3)) + 1
 end
 
