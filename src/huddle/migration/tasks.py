@@ -1,0 +1,247 @@
+"""Persisted migration tasks: status, counters, cursor, conflicts, errors and the run lease, on the target.
+
+Every key of one task carries the task id as hash tag, so a batch's bookkeeping is one MULTI (also on a
+cluster): counters, cursor, written ids, conflicts and errors move together or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from ..connection import RedisClient
+from ..keys import KeySpace
+from ..models import ms_to_datetime
+from ..store import redis_boundary
+from .models import (
+    ConflictRecord,
+    MigrationErrorRecord,
+    MigrationProgress,
+    MigrationTask,
+    ValidationReport,
+)
+
+COUNTERS = ("total", "processed", "migrated", "unchanged", "kept", "failed", "unknown", "conflicts", "events")
+RECENT = 100
+_PARTS = ("task", "ids", "conflicts", "errors", "written", "lease")
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds (task bookkeeping only; session data uses the server clock)."""
+    return int(time.time() * 1000)
+
+
+class TaskStore:
+    """Reads and writes migration task records on one Redis (the migration's target)."""
+
+    def __init__(self, client: RedisClient, keys: KeySpace, ttl_seconds: int) -> None:
+        self.client = client
+        self.keys = keys
+        self.ttl = ttl_seconds
+
+    def _key(self, task_id: str, part: str) -> str:
+        return self.keys.migration_task(task_id, part)
+
+    def _expire_all(self, pipe: Any, task_id: str) -> None:
+        for part in _PARTS[:-1]:
+            pipe.expire(self._key(task_id, part), self.ttl)
+
+    @redis_boundary
+    async def create(self, task_id: str, doc: Mapping[str, Any], ids: Sequence[str], total: int) -> None:
+        """Record a new pending task (and, for a selective task, its id list)."""
+        fields: dict[str, Any] = {
+            "doc": json.dumps(dict(doc)),
+            "status": "pending",
+            "cursor": "{}",
+            "error": "",
+        }
+        fields.update(dict.fromkeys(COUNTERS, 0))
+        fields["total"] = total
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(self._key(task_id, "task"), mapping=fields)
+            for start in range(0, len(ids), 1000):
+                pipe.rpush(self._key(task_id, "ids"), *ids[start : start + 1000])
+            self._expire_all(pipe, task_id)
+            pipe.zadd(self.keys.migration_tasks(), {task_id: doc["created"]})
+            await pipe.execute()
+
+    @redis_boundary
+    async def exists(self, task_id: str) -> bool:
+        """True if the task is recorded."""
+        return bool(await self.client.exists(self._key(task_id, "task")))
+
+    @redis_boundary
+    async def load(self, task_id: str, recent: int = RECENT) -> MigrationTask | None:
+        """The task as recorded, with its latest conflicts and errors."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self._key(task_id, "task"))
+            pipe.lrange(self._key(task_id, "conflicts"), -recent, -1)
+            pipe.lrange(self._key(task_id, "errors"), -recent, -1)
+            raw, conflicts, errors = await pipe.execute()
+        if not raw:
+            return None
+        doc = json.loads(raw["doc"])
+        counters = {name: int(raw.get(name, 0)) for name in COUNTERS}
+        progress = MigrationProgress(
+            total_sessions=max(counters["total"], counters["processed"]),
+            processed_sessions=counters["processed"],
+            migrated_sessions=counters["migrated"],
+            unchanged_sessions=counters["unchanged"],
+            kept_sessions=counters["kept"],
+            failed_sessions=counters["failed"],
+            unknown_sessions=counters["unknown"],
+            conflicts=counters["conflicts"],
+            migrated_events=counters["events"],
+        )
+        validation = raw.get("validation")
+        return MigrationTask(
+            task_id=task_id,
+            kind=doc["kind"],
+            status=raw["status"],
+            source=doc["source"],
+            target=doc["target"],
+            namespace=doc["namespace"],
+            target_namespace=doc["target_namespace"],
+            conflict_policy=doc["policy"],
+            since=ms_to_datetime(doc["since"]) if doc.get("since") is not None else None,
+            session_ids_count=int(doc.get("ids", 0)),
+            validate_after=bool(doc["validate_after"]),
+            backup_first=bool(doc["backup_first"]),
+            batch_size=int(doc["batch_size"]),
+            created_at=ms_to_datetime(doc["created"]),
+            started_at=ms_to_datetime(raw["started"]) if raw.get("started") else None,
+            finished_at=ms_to_datetime(raw["finished"]) if raw.get("finished") else None,
+            progress=progress,
+            cursor=json.loads(raw.get("cursor") or "{}"),
+            error=raw.get("error") or None,
+            recent_conflicts=[ConflictRecord.model_validate_json(item) for item in conflicts],
+            recent_errors=[MigrationErrorRecord.model_validate_json(item) for item in errors],
+            validation=ValidationReport.model_validate_json(validation) if validation else None,
+        )
+
+    @redis_boundary
+    async def status(self, task_id: str) -> str | None:
+        """The task's status field."""
+        value = await self.client.hget(self._key(task_id, "task"), "status")
+        return str(value) if value is not None else None
+
+    @redis_boundary
+    async def set_status(
+        self,
+        task_id: str,
+        status: str,
+        *,
+        error: str | None = None,
+        started: bool = False,
+        finished: bool = False,
+    ) -> None:
+        """Move the task to ``status`` (optionally stamping start/finish time and an error)."""
+        fields: dict[str, Any] = {"status": status}
+        if error is not None:
+            fields["error"] = error
+        if started:
+            fields["started"] = now_ms()
+            fields["finished"] = ""
+        if finished:
+            fields["finished"] = now_ms()
+        await self.client.hset(self._key(task_id, "task"), mapping=fields)
+
+    @redis_boundary
+    async def request_cancel(self, task_id: str) -> bool:
+        """Ask the process running the task to stop after its current batch; False if it is not running."""
+        status = await self.status(task_id)
+        if status in ("pending", "running"):
+            await self.client.hset(self._key(task_id, "task"), "status", "cancelling")
+            return True
+        return False
+
+    @redis_boundary
+    async def add_total(self, task_id: str, count: int) -> None:
+        """Set the number of sessions to migrate (counted when the task starts)."""
+        await self.client.hset(self._key(task_id, "task"), "total", count)
+
+    @redis_boundary
+    async def commit_batch(
+        self,
+        task_id: str,
+        increments: Mapping[str, int],
+        cursor: Mapping[str, Any],
+        written: Sequence[str],
+        conflicts: Sequence[ConflictRecord],
+        errors: Sequence[MigrationErrorRecord],
+    ) -> str:
+        """Record one batch atomically; returns the task's status (``cancelling`` asks the runner to stop)."""
+        task = self._key(task_id, "task")
+        async with self.client.pipeline(transaction=True) as pipe:
+            for name, value in increments.items():
+                if value:
+                    pipe.hincrby(task, name, value)
+            pipe.hset(task, "cursor", json.dumps(dict(cursor)))
+            if written:
+                pipe.sadd(self._key(task_id, "written"), *written)
+            if conflicts:
+                pipe.rpush(self._key(task_id, "conflicts"), *(item.model_dump_json() for item in conflicts))
+            if errors:
+                pipe.rpush(self._key(task_id, "errors"), *(item.model_dump_json() for item in errors))
+            self._expire_all(pipe, task_id)
+            pipe.hget(task, "status")
+            replies = await pipe.execute()
+        return str(replies[-1])
+
+    @redis_boundary
+    async def save_validation(self, task_id: str, report: ValidationReport) -> None:
+        """Keep the latest validation report with the task."""
+        await self.client.hset(self._key(task_id, "task"), "validation", report.model_dump_json())
+
+    @redis_boundary
+    async def ids(self, task_id: str, start: int, count: int) -> list[str]:
+        """A page of a selective task's session ids."""
+        return [
+            str(item)
+            for item in await self.client.lrange(self._key(task_id, "ids"), start, start + count - 1)
+        ]
+
+    async def written(self, task_id: str, count: int) -> AsyncIterator[list[str]]:
+        """The ids of sessions the task wrote, in pages (SSCAN: bounded memory)."""
+        cursor = 0
+        while True:
+            cursor, page = await self.client.sscan(self._key(task_id, "written"), cursor, count=count)
+            if page:
+                yield [str(item) for item in page]
+            if int(cursor) == 0:
+                return
+
+    @redis_boundary
+    async def conflicts(self, task_id: str, start: int = 0, stop: int = -1) -> list[ConflictRecord]:
+        """Conflicts recorded by the task, oldest first."""
+        items = await self.client.lrange(self._key(task_id, "conflicts"), start, stop)
+        return [ConflictRecord.model_validate_json(item) for item in items]
+
+    @redis_boundary
+    async def errors(self, task_id: str, start: int = 0, stop: int = -1) -> list[MigrationErrorRecord]:
+        """Errors recorded by the task, oldest first."""
+        items = await self.client.lrange(self._key(task_id, "errors"), start, stop)
+        return [MigrationErrorRecord.model_validate_json(item) for item in items]
+
+    @redis_boundary
+    async def task_ids(self, limit: int) -> list[str]:
+        """The most recent task ids, newest first."""
+        return [str(item) for item in await self.client.zrevrange(self.keys.migration_tasks(), 0, limit - 1)]
+
+    # -- the run lease: one live process per task; a dead process's lease expires ---------------------------
+    @redis_boundary
+    async def acquire_lease(self, task_id: str, owner: str, ttl_ms: int) -> bool:
+        """Take the task's lease (False if another live process holds it)."""
+        return bool(await self.client.set(self._key(task_id, "lease"), owner, px=ttl_ms, nx=True))
+
+    @redis_boundary
+    async def renew_lease(self, task_id: str, owner: str, ttl_ms: int) -> None:
+        """Extend the lease while running."""
+        await self.client.set(self._key(task_id, "lease"), owner, px=ttl_ms)
+
+    @redis_boundary
+    async def release_lease(self, task_id: str) -> None:
+        """Drop the lease when the run ends."""
+        await self.client.delete(self._key(task_id, "lease"))
