@@ -4,16 +4,23 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import combinations
 from typing import TYPE_CHECKING
 
-from .models import SessionStats
+from .analytics_events import EventLogFigures, distribution
+from .models import AgentPair, AgentWorkload, SessionStats
 from .store import redis_boundary
 
 if TYPE_CHECKING:
     from .manager import SessionManager
 
 BATCH = 500
+LOG_BATCH = 50
+"""Sessions whose whole event log is read in one pipeline (each log holds up to max_events_per_session)."""
+TOP = 20
+PAIR_MEMBERS = 64
 
 
 def _chunks(items: list[str], size: int = BATCH) -> Iterator[list[str]]:
@@ -61,42 +68,130 @@ async def sessions_of_agent(manager: SessionManager, agent_id: str) -> list[str]
     return member
 
 
+@dataclass
+class _SessionFigures:
+    """Per-session figures of the live sessions, folded in batch by batch."""
+
+    now_ms: int
+    sessions: int = 0
+    events: int = 0
+    in_grace: int = 0
+    memberships: int = 0
+    broken: int = 0
+    created_hour: int = 0
+    created_day: int = 0
+    states: Counter[str] = field(default_factory=Counter)
+    agent_sessions: Counter[str] = field(default_factory=Counter)
+    pairs: Counter[tuple[str, str]] = field(default_factory=Counter)
+    ages: list[float] = field(default_factory=list)
+    spans: list[float] = field(default_factory=list)
+    event_counts: list[float] = field(default_factory=list)
+    rates: list[float] = field(default_factory=list)
+
+    def add(self, meta: list[str | None], members: list[str]) -> None:
+        _, state, seq, grace, created, updated, broken = meta
+        self.sessions += 1
+        events = int(seq or 0)
+        self.events += events
+        self.states[str(state)] += 1
+        self.in_grace += grace == "1"
+        self.broken += bool(broken)
+        self.memberships += len(members)
+        self.agent_sessions.update(members)
+        # Pairs of a very large session would dominate the cost quadratically; 64 members cover real teams.
+        self.pairs.update(combinations(sorted(members)[:PAIR_MEMBERS], 2))
+        created_ms, updated_ms = int(created or 0), int(updated or created or 0)
+        age = (self.now_ms - created_ms) / 1000
+        self.created_hour += age <= 3600
+        self.created_day += age <= 86400
+        self.ages.append(age)
+        span = (updated_ms - created_ms) / 1000
+        self.spans.append(span)
+        self.event_counts.append(events)
+        if span >= 1:
+            self.rates.append(events / (span / 60))
+
+
 @redis_boundary
-async def compute_stats(manager: SessionManager) -> SessionStats:
-    """Walk the active index in batches and aggregate what the sessions hold."""
+async def _server_ms(manager: SessionManager) -> int:
+    seconds, micros = await manager.client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+@redis_boundary
+async def _scan_logs(manager: SessionManager, sids: list[str], logs: EventLogFigures) -> None:
+    for chunk in _chunks(sids, LOG_BATCH):
+        async with manager.client.pipeline(transaction=False) as pipe:
+            for sid in chunk:
+                pipe.xrange(manager.keys.session(sid).events, "-", "+")
+            replies = await pipe.execute()
+        for entries in replies:
+            logs.add_session(entries)
+
+
+@redis_boundary
+async def compute_stats(manager: SessionManager, *, scan_events: bool = True) -> SessionStats:
+    """Walk the active index in batches and aggregate what the sessions (and, if asked, their logs) hold."""
     entries = await manager.store.read_index(manager.keys.active_indexes())
-    states: Counter[str] = Counter()
-    agents: set[str] = set()
-    sessions = events = in_grace = memberships = 0
+    figures = _SessionFigures(now_ms=await _server_ms(manager))
+    logs = EventLogFigures(failure_states=frozenset(manager.config.failure_states))
     for chunk in _chunks([sid for sid, _ in entries]):
         async with manager.client.pipeline(transaction=False) as pipe:
             for sid in chunk:
                 keys = manager.keys.session(sid)
-                pipe.hmget(keys.meta, ["status", "state", "seq", "grace"])
+                pipe.hmget(keys.meta, ["status", "state", "seq", "grace", "created", "updated", "broken"])
                 pipe.hkeys(keys.agents)
             replies = await pipe.execute()
-        for meta, members in zip(replies[::2], replies[1::2], strict=True):
-            status, state, seq, grace = meta
-            if status != "active":
+        live: list[str] = []
+        for sid, meta, members in zip(chunk, replies[::2], replies[1::2], strict=True):
+            if meta[0] != "active":
                 continue
-            sessions += 1
-            events += int(seq)
-            states[state] += 1
-            in_grace += grace == "1"
-            memberships += len(members)
-            agents.update(members)
+            figures.add(meta, members)
+            live.append(sid)
+        if scan_events and live:
+            await _scan_logs(manager, live, logs)
     async with manager.client.pipeline(transaction=False) as pipe:
         for key in manager.keys.failure_indexes():
             pipe.zcard(key)
         failure_counts = await pipe.execute()
+    sessions = figures.sessions
+    workload = sorted(
+        set(figures.agent_sessions) | set(logs.agent_events),
+        key=lambda agent: (-logs.agent_events[agent], -figures.agent_sessions[agent], agent),
+    )
     return SessionStats(
         active_sessions=sessions,
-        total_events=events,
-        average_events_per_session=events / sessions if sessions else 0.0,
-        sessions_by_state=dict(states),
-        sessions_in_grace=in_grace,
-        distinct_agents=len(agents),
-        average_agents_per_session=memberships / sessions if sessions else 0.0,
+        total_events=figures.events,
+        average_events_per_session=figures.events / sessions if sessions else 0.0,
+        sessions_by_state=dict(figures.states),
+        sessions_in_grace=figures.in_grace,
+        distinct_agents=len(figures.agent_sessions),
+        average_agents_per_session=figures.memberships / sessions if sessions else 0.0,
         failure_snapshots=sum(failure_counts),
         computed_at=datetime.now(UTC),
+        sessions_created_last_hour=figures.created_hour,
+        sessions_created_last_day=figures.created_day,
+        creation_rate_per_hour=figures.created_day / 24,
+        session_age_seconds=distribution(figures.ages),
+        session_active_seconds=distribution(figures.spans),
+        events_per_session=distribution(figures.event_counts),
+        events_per_minute=distribution(figures.rates),
+        broken_sessions=figures.broken,
+        sessions_per_agent=distribution(list(figures.agent_sessions.values())),
+        agent_workload=[
+            AgentWorkload(
+                agent_id=agent, sessions=figures.agent_sessions[agent], events=logs.agent_events[agent]
+            )
+            for agent in workload[:TOP]
+        ],
+        collaboration_pairs=[
+            AgentPair(agents=pair, shared_sessions=count) for pair, count in figures.pairs.most_common(TOP)
+        ],
+        events_scanned=logs.scanned,
+        event_types=dict(logs.types.most_common()),
+        events_per_agent=distribution(list(logs.agent_events.values())),
+        actor_switches=logs.switches,
+        handoff_count=sum(logs.handoffs.values()),
+        handoffs=logs.top_handoffs(TOP),
+        time_to_fix_seconds=distribution(logs.fix_seconds),
     )

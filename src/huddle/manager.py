@@ -534,10 +534,11 @@ class SessionManager:
         check_id(agent_id, "agent id")
         return await analytics.sessions_of_agent(self, agent_id)
 
-    async def get_stats(self) -> SessionStats:
-        """Statistics computed from the stored sessions."""
+    async def get_stats(self, *, scan_events: bool = True) -> SessionStats:
+        """Statistics computed from the stored sessions; ``scan_events=False`` skips reading the event logs
+        (event types, per-agent events, handoffs, time to fix), which costs one read per session."""
         self._check_open(mutation=False)
-        return await analytics.compute_stats(self)
+        return await analytics.compute_stats(self, scan_events=scan_events)
 
     async def health_check(self) -> HealthStatus:
         """Redis reachability, latency, version, memory, scripts and active sessions."""

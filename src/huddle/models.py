@@ -81,7 +81,7 @@ class Impact(_Input):
     affected_entities: list[str] = Field(default_factory=list)
 
 
-_SERVER_ASSIGNED = ("id", "seq", "timestamp", "actor", "sessionId", "session_id")
+_SERVER_ASSIGNED = frozenset({"id", "seq", "timestamp", "actor", "sessionId", "session_id"})
 
 
 class SessionEvent(_Input):
@@ -97,13 +97,16 @@ class SessionEvent(_Input):
     @classmethod
     def _drop_server_fields(cls, value: Any) -> Any:
         # Events serialized by other clients may carry fields the server assigns; they are ignored, not trusted.
-        if isinstance(value, dict) and any(key in value for key in _SERVER_ASSIGNED):
+        if isinstance(value, dict) and not _SERVER_ASSIGNED.isdisjoint(value):
             return {k: v for k, v in value.items() if k not in _SERVER_ASSIGNED}
         return value
 
     def payload_json(self) -> str:
         """The stored body (everything but the type), compact JSON."""
-        return self.model_dump_json(by_alias=False, exclude_none=True, exclude={"type"}, round_trip=True)
+        # The serializer itself (what model_dump_json wraps): this runs once per emitted event.
+        return self.__pydantic_serializer__.to_json(
+            self, by_alias=False, exclude_none=True, exclude={"type"}, round_trip=True
+        ).decode()
 
 
 class _Read(BaseModel):
@@ -219,8 +222,45 @@ class LifecycleNotice(_Read):
         return value
 
 
+class Distribution(_Read):
+    """Summary of measured values (nearest-rank percentiles); all None when there were none."""
+
+    count: int = 0
+    min: float | None = None
+    mean: float | None = None
+    p50: float | None = None
+    p95: float | None = None
+    max: float | None = None
+
+
+class AgentWorkload(_Read):
+    """One agent's share of the work: sessions it is a member of, events it wrote (retained logs)."""
+
+    agent_id: str
+    sessions: int
+    events: int
+
+
+class AgentPair(_Read):
+    """Two agents and how many live sessions they share."""
+
+    agents: tuple[str, str]
+    shared_sessions: int
+
+
+class HandoffCount(_Read):
+    """'handoff' events from one agent to another (``to_agent`` from the event's data, if it names one)."""
+
+    from_agent: str
+    to_agent: str | None
+    count: int
+
+
 class SessionStats(_Read):
-    """Statistics computed from the stored sessions (never estimated)."""
+    """Statistics computed from the stored sessions (never estimated).
+
+    Session figures cover live sessions (the activity index); event figures cover the events still in their
+    logs (``events_scanned``; older ones were trimmed at ``max_events_per_session``)."""
 
     active_sessions: int
     total_events: int
@@ -231,6 +271,24 @@ class SessionStats(_Read):
     average_agents_per_session: float
     failure_snapshots: int
     computed_at: datetime
+    sessions_created_last_hour: int = 0
+    sessions_created_last_day: int = 0
+    creation_rate_per_hour: float = 0.0  # live sessions created in the last 24 h, per hour
+    session_age_seconds: Distribution = Distribution()
+    session_active_seconds: Distribution = Distribution()  # last activity - creation
+    events_per_session: Distribution = Distribution()
+    events_per_minute: Distribution = Distribution()  # per session, over its active time
+    broken_sessions: int = 0
+    sessions_per_agent: Distribution = Distribution()
+    agent_workload: list[AgentWorkload] = Field(default_factory=list)  # busiest agents first
+    collaboration_pairs: list[AgentPair] = Field(default_factory=list)  # most shared sessions first
+    events_scanned: int = 0
+    event_types: dict[str, int] = Field(default_factory=dict)
+    events_per_agent: Distribution = Distribution()
+    actor_switches: int = 0  # consecutive work events written by different agents
+    handoff_count: int = 0
+    handoffs: list[HandoffCount] = Field(default_factory=list)
+    time_to_fix_seconds: Distribution = Distribution()  # from 'broke' to 'fixed'
 
 
 class HealthStatus(_Read):

@@ -1,0 +1,173 @@
+"""The health endpoints as a Starlette (ASGI) app: JSON in the IETF health-check format, Prometheus text."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .checks import UNREACHABLE
+from .config import HealthConfig
+from .prometheus import CONTENT_TYPE
+from .report import HealthCheckEndpoint, http_status, ietf_status
+
+if TYPE_CHECKING:
+    from .service import SessionHealthCheck
+
+HEALTH_JSON = "application/health+json"
+JSON = "application/json"
+Handler = Callable[[Request], Awaitable[Response]]
+
+_ENDPOINTS: list[tuple[str, str, str, bool]] = [
+    ("/health", "Basic health status: overall level and each component's level", HEALTH_JSON, True),
+    ("/health/detailed", "Every component, check, active alert and metric", HEALTH_JSON, True),
+    ("/health/metrics", "Latency percentiles, throughput, error rates (1m, 5m), process figures", JSON, True),
+    ("/health/components", "Each component's level, checks and details", HEALTH_JSON, True),
+    (
+        "/health/redis",
+        "Redis: round trip, version, role, memory, evictions, clients, persistence",
+        HEALTH_JSON,
+        True,
+    ),
+    ("/health/sessions", "Session store checks and session statistics", HEALTH_JSON, True),
+    ("/livez", "Process liveness (never touches Redis)", HEALTH_JSON, False),
+    ("/readyz", "Readiness: Redis reachable, scripts loaded, not shutting down", HEALTH_JSON, False),
+    ("/metrics", "Prometheus text exposition", CONTENT_TYPE, True),
+]
+
+
+def endpoints(config: HealthConfig) -> list[HealthCheckEndpoint]:
+    """The endpoints the app serves (``requires_auth`` only when a token is configured)."""
+    return [
+        HealthCheckEndpoint(
+            path=path,
+            method="GET",
+            description=description,
+            content_type=content_type,
+            requires_auth=protected and config.auth_token is not None,
+        )
+        for path, description, content_type, protected in _ENDPOINTS
+    ]
+
+
+def dump(value: Any) -> str:
+    """JSON text of a model (IETF field names) or of plain data."""
+    if isinstance(value, BaseModel):
+        return value.model_dump_json(by_alias=True)
+    return json.dumps(value, default=str, separators=(",", ":"))
+
+
+def build_app(health: SessionHealthCheck) -> Starlette:
+    """The ASGI app serving ``health``'s endpoints."""
+    token = health.config.auth_token.get_secret_value().encode() if health.config.auth_token else None
+
+    def respond(value: Any, status: int = 200, media_type: str = HEALTH_JSON) -> Response:
+        return Response(health.to_json(value), status_code=status, media_type=media_type)
+
+    def protected(handler: Handler) -> Handler:
+        if token is None:
+            return handler
+
+        async def guarded(request: Request) -> Response:
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token):
+                response = respond({"status": "fail", "output": "missing or invalid bearer token"}, 401)
+                response.headers["WWW-Authenticate"] = 'Bearer realm="huddle"'
+                return response
+            return await handler(request)
+
+        return guarded
+
+    async def basic(request: Request) -> Response:
+        report = await health.get_health_status()
+        body = {
+            "status": report.status,
+            "overall": report.overall,
+            "version": report.version,
+            "serviceId": report.service_id,
+            "description": report.description,
+            "ready": report.ready,
+            "time": report.time.isoformat(),
+            "components": {name: component.level for name, component in report.components.items()},
+        }
+        return respond(body, report.http_status)
+
+    async def detailed(request: Request) -> Response:
+        report = await health.get_health_status()
+        return respond(report, report.http_status)
+
+    async def metrics(request: Request) -> Response:
+        return respond(health.metrics(), media_type=JSON)
+
+    async def components(request: Request) -> Response:
+        report = await health.get_health_status()
+        body = {
+            "status": report.status,
+            "overall": report.overall,
+            "time": report.time.isoformat(),
+            "components": {
+                name: component.model_dump(mode="json", by_alias=True)
+                for name, component in report.components.items()
+            },
+        }
+        return respond(body, report.http_status)
+
+    async def component(name: str, extra: dict[str, Any] | None = None) -> Response:
+        report = await health.get_health_status()
+        found = report.components[name]
+        level = "healthy" if found.level == "not_configured" else found.level
+        body = {
+            "status": ietf_status(level),
+            "level": found.level,
+            "time": report.time.isoformat(),
+            "component": found.model_dump(mode="json", by_alias=True),
+            **(extra or {}),
+        }
+        return respond(body, http_status(level))
+
+    async def redis(request: Request) -> Response:
+        return await component("redis")
+
+    async def sessions(request: Request) -> Response:
+        stats = None
+        try:
+            found = await health.session_stats()
+            stats = found.model_dump(mode="json", by_alias=True) if found is not None else None
+        except (TimeoutError, *UNREACHABLE) as exc:  # reported in the body; the component carries the level
+            stats = {"error": f"{type(exc).__name__}: {exc}"}
+        return await component("sessions", {"stats": stats})
+
+    async def livez(request: Request) -> Response:
+        return respond({"status": "pass", "pid": os.getpid(), "uptimeSeconds": health.process.uptime_seconds})
+
+    async def readyz(request: Request) -> Response:
+        readiness = await health.check_readiness()
+        return respond(readiness, 200 if readiness.ready else 503)
+
+    async def prometheus(request: Request) -> Response:
+        return Response(health.redact(health.prometheus().decode()), media_type=CONTENT_TYPE)
+
+    handlers: dict[str, Handler] = {
+        "/health": basic,
+        "/health/detailed": detailed,
+        "/health/metrics": metrics,
+        "/health/components": components,
+        "/health/redis": redis,
+        "/health/sessions": sessions,
+        "/livez": livez,
+        "/readyz": readyz,
+        "/metrics": prometheus,
+    }
+    routes = [
+        Route(path, protected(handlers[path]) if needs_auth else handlers[path], methods=["GET"])
+        for path, _, _, needs_auth in _ENDPOINTS
+    ]
+    return Starlette(routes=routes)

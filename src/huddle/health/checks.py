@@ -1,0 +1,380 @@
+"""Component checks: each reads its figures from the running system and judges them against thresholds."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from redis.exceptions import RedisError, ResponseError
+
+from ..connection import RedisClient
+from ..errors import HuddleError
+from ..keys import KeySpace
+from ..store import REDIS_DOWN, SessionStore
+from .config import HealthConfig
+from .report import Check, ComponentHealth, Level, ietf_status, worst
+
+UNREACHABLE = (HuddleError, RedisError, *REDIS_DOWN)
+BATCH = 500
+_CAMEL = re.compile(r"_([a-z0-9])")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def camel(name: str) -> str:
+    """``sync_lag_seconds`` -> ``syncLagSeconds``."""
+    return _CAMEL.sub(lambda m: m.group(1).upper(), name)
+
+
+class CheckSet:
+    """Builds one component's checks, applying the configured threshold of each figure."""
+
+    def __init__(self, component: str, component_type: str, config: HealthConfig) -> None:
+        self.name = component
+        self.component_type = component_type
+        self.config = config
+        self.time = datetime.now(UTC)
+        self.checks: dict[str, Check] = {}
+
+    def add(
+        self,
+        measurement: str,
+        value: float | int | str | bool | None,
+        unit: str | None = None,
+        *,
+        level: Level = "healthy",
+        output: str | None = None,
+        judge: bool = True,
+    ) -> Check:
+        """Record a figure; its level is the worse of ``level`` and what its threshold says (if ``judge``)."""
+        key = f"{self.name}:{measurement}"
+        threshold = self.config.threshold(key) if judge else None
+        if threshold is not None and isinstance(value, int | float) and not isinstance(value, bool):
+            reached = threshold.level_of(float(value))
+            if reached != "healthy":
+                limit = threshold.limit_for(reached)
+                side = ">=" if threshold.direction == "above" else "<="
+                note = f"{value:g}{' ' + unit if unit else ''} {side} {reached} threshold {limit:g}"
+                output = f"{output}; {note}" if output else note
+                level = worst([level, reached])
+        check = Check(
+            component_id=self.name,
+            component_type=self.component_type,
+            observed_value=value,
+            observed_unit=unit,
+            status=ietf_status(level),
+            level=level,
+            time=self.time,
+            output=output,
+        )
+        self.checks[key] = check
+        return check
+
+    def component(
+        self, *, details: dict[str, Any] | None = None, output: str | None = None
+    ) -> ComponentHealth:
+        """The component, as bad as its worst check."""
+        level = worst([check.level for check in self.checks.values()])
+        problems = [
+            check.output for check in self.checks.values() if check.level != "healthy" and check.output
+        ]
+        return ComponentHealth(
+            name=self.name,
+            level=level,
+            output=output or ("; ".join(problems) if problems else None),
+            checks=self.checks,
+            details=details or {},
+        )
+
+
+class ComponentCheck(Protocol):
+    """A component that can be checked."""
+
+    name: str
+
+    async def run(self) -> ComponentHealth:
+        """Measure the component now."""
+        ...
+
+
+class RedisCheck:
+    """Round trip, version, role, memory vs maxmemory, evictions, clients and persistence of the server."""
+
+    name = "redis"
+
+    def __init__(self, client: RedisClient, config: HealthConfig) -> None:
+        self.client = client
+        self.config = config
+        self._evicted: int | None = None
+        self._save_config: str | None = None
+
+    async def _save_setting(self) -> str | None:
+        """``CONFIG GET save`` (None where the ACL does not permit it)."""
+        try:
+            reply = await self.client.config_get("save")
+        except ResponseError:
+            return None
+        values = {_text(k): _text(v) for k, v in dict(reply).items()}
+        return values.get("save")
+
+    async def run(self) -> ComponentHealth:
+        checks = CheckSet(self.name, "datastore", self.config)
+        try:
+            started = time.perf_counter()
+            await self.client.ping()
+            rtt_ms = (time.perf_counter() - started) * 1000
+            info = {_text(k): v for k, v in (await self.client.info()).items()}
+            save = await self._save_setting()
+        except UNREACHABLE as exc:
+            checks.add("connection", False, level="down", output=f"unreachable: {exc}")
+            return checks.component(details={"reachable": False})
+        checks.add("connection", True)
+        checks.add("responseTime", round(rtt_ms, 3), "ms")
+        role = _text(info.get("role", "unknown"))
+        if role == "master":
+            checks.add("role", role)
+        else:
+            link = _text(info.get("master_link_status", "unknown"))
+            checks.add(
+                "role", role, level="critical", output=f"connected to a {role} (link {link}): writes fail"
+            )
+        used, maxmemory = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+        checks.add("usedMemory", used, "bytes")
+        if maxmemory > 0:
+            checks.add("memoryUtilization", round(used / maxmemory, 4), "ratio")
+        else:
+            checks.add("memoryUtilization", None, "ratio", output="no maxmemory limit set")
+        evicted = int(info.get("evicted_keys", 0))
+        recent = evicted - self._evicted if self._evicted is not None and evicted >= self._evicted else 0
+        self._evicted = evicted
+        checks.add("evictedKeys", recent, "keys", output=f"{evicted} evicted since the server started")
+        checks.add("connectedClients", int(info.get("connected_clients", 0)), "clients")
+        checks.add("blockedClients", int(info.get("blocked_clients", 0)), "clients")
+        persistence = self._persistence(info, save, checks)
+        details = {
+            "reachable": True,
+            "version": _text(info.get("redis_version", "")),
+            "mode": _text(info.get("redis_mode", "")),
+            "role": role,
+            "uptime_seconds": int(info.get("uptime_in_seconds", 0)),
+            "used_memory_bytes": used,
+            "maxmemory_bytes": maxmemory,
+            "maxmemory_policy": _text(info.get("maxmemory_policy", "")),
+            "evicted_keys_total": evicted,
+            "connected_clients": int(info.get("connected_clients", 0)),
+            "blocked_clients": int(info.get("blocked_clients", 0)),
+            "instantaneous_ops_per_sec": int(info.get("instantaneous_ops_per_sec", 0)),
+            "persistence": persistence,
+        }
+        return checks.component(details=details)
+
+    @staticmethod
+    def _persistence(info: Mapping[str, Any], save: str | None, checks: CheckSet) -> dict[str, Any]:
+        aof = str(info.get("aof_enabled", 0)) == "1"
+        rdb = None if save is None else bool(save.strip())
+        modes = [name for name, on in (("aof", aof), ("rdb", rdb)) if on]
+        mode = "+".join(modes) if modes else ("none" if rdb is not None else "aof" if aof else "unknown")
+        failures = [
+            f"{field}={_text(info.get(field))}"
+            for field in ("rdb_last_bgsave_status", "aof_last_write_status", "aof_last_bgrewrite_status")
+            if _text(info.get(field, "ok")) != "ok"
+        ]
+        output = "; ".join(failures) if failures else None
+        if mode == "none":
+            output = "persistence is off: a server restart loses every session"
+        checks.add("persistence", mode, level="warning" if failures else "healthy", output=output)
+        return {
+            "mode": mode,
+            "aof_enabled": aof,
+            "rdb_changes_since_last_save": int(info.get("rdb_changes_since_last_save", 0)),
+            "rdb_last_bgsave_status": _text(info.get("rdb_last_bgsave_status", "")),
+            "aof_last_write_status": _text(info.get("aof_last_write_status", "")),
+        }
+
+
+class PubSubCheck:
+    """Publish a probe on the health channel and time until the subscription delivers it."""
+
+    name = "pubsub"
+
+    def __init__(self, client: RedisClient, channel: str, config: HealthConfig) -> None:
+        self.client = client
+        self.channel = channel
+        self.config = config
+
+    async def _next(self, pubsub: Any, deadline: float, want: str, data: str | None = None) -> bool:
+        while time.perf_counter() < deadline:
+            message = await pubsub.get_message(timeout=max(0.0, deadline - time.perf_counter()))
+            if message is None:
+                continue
+            if _text(message.get("type")) == want and (data is None or _text(message.get("data")) == data):
+                return True
+        return False
+
+    async def run(self) -> ComponentHealth:
+        checks = CheckSet(self.name, "datastore", self.config)
+        pubsub = self.client.pubsub()
+        token = uuid.uuid4().hex
+        deadline = time.perf_counter() + self.config.check_timeout * 0.9
+        try:
+            await pubsub.subscribe(self.channel)
+            if not await self._next(pubsub, deadline, "subscribe"):
+                checks.add("responseTime", None, "ms", level="critical", output="subscription not confirmed")
+                return checks.component()
+            started = time.perf_counter()
+            await self.client.publish(self.channel, token)
+            if await self._next(pubsub, deadline, "message", token):
+                checks.add("responseTime", round((time.perf_counter() - started) * 1000, 3), "ms")
+            else:
+                checks.add("responseTime", None, "ms", level="critical", output="probe message not delivered")
+        except UNREACHABLE as exc:
+            checks.add("responseTime", None, "ms", level="down", output=f"unreachable: {exc}")
+        finally:
+            with contextlib.suppress(*UNREACHABLE):  # the connection is gone anyway; already reported above
+                await pubsub.aclose()
+        return checks.component()
+
+
+class SessionsCheck:
+    """Active and broken sessions, the oldest un-checkpointed activity and the scripts, read from Redis."""
+
+    name = "sessions"
+
+    def __init__(self, store: SessionStore, config: HealthConfig) -> None:
+        self.store = store
+        self.keys: KeySpace = store.keys
+        self.config = config
+
+    async def run(self) -> ComponentHealth:
+        checks = CheckSet(self.name, "component", self.config)
+        client = self.store.client
+        try:
+            seconds, micros = await client.time()
+            now_ms = int(seconds) * 1000 + int(micros) // 1000
+            figures = await self._scan(client)
+            loaded = await self.store.scripts_loaded()
+            reloaded = False
+            if not loaded:
+                await self.store.load()  # Redis restarted empty: load them now rather than on first use
+                loaded = reloaded = True
+        except UNREACHABLE as exc:
+            checks.add("active", None, "sessions", level="down", output=f"unreachable: {exc}")
+            return checks.component()
+        checks.add("active", figures["active"], "sessions")
+        checks.add("inGrace", figures["in_grace"], "sessions")
+        checks.add("staleIndexEntries", figures["stale"], "entries")
+        checks.add("broken", figures["broken"], "sessions")
+        oldest_broken, oldest_pending = figures["oldest_broken_ms"], figures["oldest_pending_ms"]
+        checks.add("oldestBroken", round((now_ms - oldest_broken) / 1000, 3) if oldest_broken else 0.0, "s")
+        checks.add(
+            "oldestUncheckpointed", round((now_ms - oldest_pending) / 1000, 3) if oldest_pending else 0.0, "s"
+        )
+        checks.add("scriptsLoaded", loaded, output="reloaded after a server restart" if reloaded else None)
+        details = {
+            "active_sessions": figures["active"],
+            "sessions_in_grace": figures["in_grace"],
+            "broken_sessions": figures["broken"],
+            "uncheckpointed_sessions": figures["uncheckpointed"],
+            "index_entries": figures["entries"],
+        }
+        return checks.component(details=details)
+
+    async def _scan(self, client: RedisClient) -> dict[str, int]:
+        """ZSCAN every active-index shard in batches (bounded memory) and read each session's meta."""
+        names = ("active", "in_grace", "stale", "broken", "uncheckpointed", "entries", "oldest_broken_ms")
+        figures = dict.fromkeys(names, 0)
+        figures["oldest_pending_ms"] = 0
+        for key in self.keys.active_indexes():
+            cursor = 0
+            while True:
+                cursor, entries = await client.zscan(key, cursor, count=BATCH)
+                sids = [_text(member) for member, _ in entries]
+                figures["entries"] += len(sids)
+                if sids:
+                    await self._read_batch(client, sids, figures)
+                if cursor == 0:
+                    break
+        return figures
+
+    async def _read_batch(self, client: RedisClient, sids: list[str], figures: dict[str, int]) -> None:
+        async with client.pipeline(transaction=False) as pipe:
+            for sid in sids:
+                pipe.hmget(self.keys.session(sid).meta, ["status", "broken", "seq", "cps", "grace"])
+            metas = await pipe.execute()
+        pending: list[tuple[str, int]] = []
+        for sid, (status, broken, seq, cps, grace) in zip(sids, metas, strict=True):
+            if status is None or _text(status) != "active":
+                figures["stale"] += 1
+                continue
+            figures["active"] += 1
+            figures["in_grace"] += _text(grace or "0") == "1"
+            if broken:
+                figures["broken"] += 1
+                figures["oldest_broken_ms"] = _older(figures["oldest_broken_ms"], int(broken))
+            if int(seq or 0) > int(cps or 0):
+                figures["uncheckpointed"] += 1
+                pending.append((sid, int(cps or 0)))
+        if pending:
+            # The first event after the last checkpoint is the oldest activity no checkpoint covers.
+            async with client.pipeline(transaction=False) as pipe:
+                for sid, cps in pending:
+                    pipe.xrange(self.keys.session(sid).events, f"0-{cps + 1}", "+", count=1)
+                replies = await pipe.execute()
+            for entries in replies:
+                if entries:
+                    fields = {_text(k): _text(v) for k, v in entries[0][1].items()}
+                    if fields.get("ts"):
+                        figures["oldest_pending_ms"] = _older(figures["oldest_pending_ms"], int(fields["ts"]))
+
+
+def _older(current: int, candidate: int) -> int:
+    """The older of two timestamps, where 0 means 'none yet'."""
+    return candidate if not current or candidate < current else current
+
+
+class ReportingComponentCheck:
+    """Replay or migration: figures come from the object's ``health_snapshot()`` (sync or async).
+
+    The snapshot maps names to numbers, booleans or strings (e.g. ``recordings_in_progress``,
+    ``running_tasks``, ``sync_lag_seconds``); each becomes the check ``<component>:<camelName>``, judged by
+    the threshold of that name. An optional ``level`` entry sets the component's own verdict."""
+
+    def __init__(self, name: str, target: object, config: HealthConfig) -> None:
+        self.name = name
+        self.target = target
+        self.config = config
+
+    async def run(self) -> ComponentHealth:
+        checks = CheckSet(self.name, "component", self.config)
+        method = getattr(self.target, "health_snapshot", None)
+        if method is None:
+            checks.add(
+                "instrumented",
+                False,
+                level="warning",
+                output=f"{type(self.target).__name__} does not provide health_snapshot(); its health is unknown",
+            )
+            return checks.component()
+        try:
+            snapshot = method()
+            if inspect.isawaitable(snapshot):
+                snapshot = await snapshot
+        except UNREACHABLE as exc:
+            checks.add("snapshot", None, level="critical", output=f"health_snapshot failed: {exc}")
+            return checks.component()
+        values = dict(snapshot)
+        own_level = values.pop("level", "healthy")
+        for name, value in sorted(values.items()):
+            if isinstance(value, int | float | str | bool) or value is None:
+                checks.add(camel(str(name)), value)
+        if own_level in ("warning", "critical", "down"):
+            checks.add("level", own_level, level=own_level, output=str(values.get("output", own_level)))
+        return checks.component(details={str(k): v for k, v in values.items()})
