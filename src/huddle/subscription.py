@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
@@ -84,6 +85,40 @@ async def lifecycle(manager: SessionManager) -> AsyncIterator[LifecycleNotice]:
             if manager.closed:
                 return
             log.warning("lifecycle feed lost Redis (%s); resubscribing", exc)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()
+
+
+async def session_notices(manager: SessionManager, session_id: str) -> AsyncIterator[dict[str, Any]]:
+    """Yield the per-event notifications of one session (``session_id``, ``seq``, ``type``, ``actor``, ``last_seq``).
+
+    Sharded pub/sub (SSUBSCRIBE on the node of the session's slot) on a Redis Cluster of 7.0+, where emit.lua
+    uses SPUBLISH; classic SUBSCRIBE elsewhere. Pub/sub may drop notices: ``subscribe()`` is the complete feed."""
+    channel = manager.keys.session_channel(session_id)
+    backoff = 0.05
+    while not manager.closed:
+        pubsub = manager.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            sharded = await manager.store.publish_command() == "SPUBLISH"
+            if sharded:
+                await pubsub.ssubscribe(channel)
+            else:
+                await pubsub.subscribe(channel)
+            backoff = 0.05
+            while not manager.closed:
+                if sharded:
+                    message = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
+                else:
+                    message = await pubsub.get_message(timeout=1.0)
+                if message is not None and message.get("type") in ("message", "smessage"):
+                    yield json.loads(message["data"])
+        except (RedisError, OSError) as exc:
+            if manager.closed:
+                return
+            log.warning("notices of %s lost Redis (%s); resubscribing", session_id, exc)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
         finally:
