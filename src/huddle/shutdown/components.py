@@ -20,6 +20,7 @@ NOT_READY_HOOKS = ("mark_not_ready", "begin_shutdown", "set_shutting_down")
 CLOSE_HOOKS = ("shutdown", "close", "aclose")
 RECORDING_SUSPEND_HOOKS = ("suspend_recordings", "suspend_for_shutdown")
 RECORDING_LIST_HOOKS = ("active_recordings", "list_active_recordings", "recording_sessions")
+RECORDING_LOOKUP_HOOKS = ("recording",)
 RECORDING_STOP_HOOKS = ("stop_recording",)
 RECORDING_RESUME_HOOKS = ("resume_recordings", "resume_from_recovery")
 TASK_SUSPEND_HOOKS = ("suspend_tasks", "suspend_for_shutdown", "pause_all")
@@ -74,17 +75,20 @@ def _recording_ids(listed: Any) -> list[str]:
     ]
 
 
-async def preserve_recordings(replay: object) -> list[RecoveryRecording]:
-    """Flush and stop (or suspend) every recording in progress; what was done goes into the recovery data."""
+async def preserve_recordings(replay: object, candidates: Iterable[str] = ()) -> list[RecoveryRecording]:
+    """Flush and stop (or suspend) every recording in progress; what was done goes into the recovery data.
+
+    A component that cannot list its recordings but answers ``recording(session_id)`` is asked about each
+    of ``candidates`` (the sessions this process is active in)."""
     found, suspended = await call_first(replay, RECORDING_SUSPEND_HOOKS)
     if found:
         return [_recording_from(item) for item in suspended or ()]
     found, listed = await call_first(replay, RECORDING_LIST_HOOKS)
     if not found:
-        attribute = getattr(replay, "recording_sessions", None)
-        if attribute is None:
+        lookup = find_hook(replay, RECORDING_LOOKUP_HOOKS)
+        if lookup is None:
             return []
-        listed = attribute
+        listed = [sid for sid in candidates if await call(lookup, sid) is not None]
     stop = find_hook(replay, RECORDING_STOP_HOOKS)
     recordings: list[RecoveryRecording] = []
     for session_id in _recording_ids(listed):

@@ -247,9 +247,10 @@ class SessionGracefulShutdown:
         if manager is not None and cfg.checkpoint_active_sessions:
             await self._checkpoint_sessions(state, manager)
         replay = self._components.get("replay")
+        candidates = list(manager.local_members) if manager is not None else []
         if replay is not None and cfg.preserve_replays:
             recordings = await self._guard(
-                state, "preserving recordings", components.preserve_recordings(replay)
+                state, "preserving recordings", components.preserve_recordings(replay, candidates)
             )
             state.recordings = list(recordings or [])
             self._emit("progress", state.phase, f"{len(state.recordings)} recording(s) preserved")
