@@ -12,6 +12,7 @@ from .. import __version__
 from ..errors import HuddleError
 from .common import err_console
 from .demo import demo_command
+from .migrate import migrate_command
 
 app = typer.Typer(
     name="huddle",
@@ -21,6 +22,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("demo")(demo_command)
+app.command("migrate")(migrate_command)
 
 _state = {"debug": False}
 

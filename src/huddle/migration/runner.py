@@ -165,6 +165,9 @@ async def run_task(ctx: Context, task_id: str, owner: str) -> None:
         task = await tasks.load(task_id)
         if task is None:
             raise MigrationStateError(f"migration task {task_id!r} disappeared")
+        if task.status == "cancelling":  # cancelled before it got going
+            await tasks.set_status(task_id, "cancelled", finished=True)
+            return
         await tasks.set_status(task_id, "running", started=task.started_at is None, error="")
         if task.progress.processed_sessions == 0 and not task.cursor:
             await tasks.add_total(task_id, await count_total(ctx, task))
