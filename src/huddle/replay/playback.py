@@ -70,7 +70,17 @@ async def iter_frames(
         for offset, blob in enumerate(blobs):
             entry = session.index[block + offset]
             cursor = DecodeCursor(entry["i"], bytes.fromhex(entry["p"]), session.initial)
-            frames = decode_lines(unpack_segment(blob, entry["i"]), cursor, validate=validate)
+            lines = unpack_segment(blob, entry["i"])
+            try:
+                frames = decode_lines(lines, cursor, validate=validate)
+            except FrameError as exc:
+                # Deliver the good frames before the bad one, then stop there.
+                cursor = DecodeCursor(entry["i"], bytes.fromhex(entry["p"]), session.initial)
+                good = decode_lines(lines[: max(exc.frame - entry["i"], 0)], cursor, validate=validate)
+                for frame in good:
+                    if frame.index >= start:
+                        yield frame
+                raise
             for frame in frames:
                 if frame.index >= start:
                     yield frame
