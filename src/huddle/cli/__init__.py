@@ -13,6 +13,8 @@ from ..errors import HuddleError
 from .common import err_console
 from .demo import demo_command
 from .migrate import migrate_command
+from .serve import serve_command
+from .stats import stats_command
 
 app = typer.Typer(
     name="huddle",
@@ -23,6 +25,8 @@ app = typer.Typer(
 )
 app.command("demo")(demo_command)
 app.command("migrate")(migrate_command)
+app.command("serve")(serve_command)
+app.command("stats")(stats_command)
 
 _state = {"debug": False}
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import re
 import time
 import uuid
@@ -17,6 +16,7 @@ from ..connection import RedisClient
 from ..errors import HuddleError
 from ..keys import KeySpace
 from ..store import REDIS_DOWN, SessionStore
+from .adapters import MissingHealthApi, snapshot_for
 from .config import HealthConfig
 from .report import Check, ComponentHealth, Level, ietf_status, worst
 
@@ -341,40 +341,34 @@ def _older(current: int, candidate: int) -> int:
 
 
 class ReportingComponentCheck:
-    """Replay or migration: figures come from the object's ``health_snapshot()`` (sync or async).
+    """Replay or migration: each figure of its snapshot becomes the check ``<component>:<camelName>``.
 
-    The snapshot maps names to numbers, booleans or strings (e.g. ``recordings_in_progress``,
-    ``running_tasks``, ``sync_lag_seconds``); each becomes the check ``<component>:<camelName>``, judged by
-    the threshold of that name. An optional ``level`` entry sets the component's own verdict."""
+    Numbers, booleans and strings are reported (e.g. ``recordings_in_progress`` -> ``replay:recordingsInProgress``,
+    ``sync_lag_seconds`` -> ``migration:syncLagSeconds``) and judged by the threshold of that name; an optional
+    ``level`` entry (with ``output``) is the component's own verdict."""
 
-    def __init__(self, name: str, target: object, config: HealthConfig) -> None:
+    def __init__(self, name: str, target: object, config: HealthConfig, store: SessionStore | None) -> None:
         self.name = name
         self.target = target
         self.config = config
+        self.store = store
 
     async def run(self) -> ComponentHealth:
         checks = CheckSet(self.name, "component", self.config)
-        method = getattr(self.target, "health_snapshot", None)
-        if method is None:
-            checks.add(
-                "instrumented",
-                False,
-                level="warning",
-                output=f"{type(self.target).__name__} does not provide health_snapshot(); its health is unknown",
-            )
-            return checks.component()
         try:
-            snapshot = method()
-            if inspect.isawaitable(snapshot):
-                snapshot = await snapshot
+            snapshot = await snapshot_for(self.name, self.target, self.store)()
+        except MissingHealthApi as exc:
+            checks.add("instrumented", False, level="warning", output=f"{exc}: its health is unknown")
+            return checks.component()
         except UNREACHABLE as exc:
-            checks.add("snapshot", None, level="critical", output=f"health_snapshot failed: {exc}")
+            checks.add("snapshot", None, level="critical", output=f"reading its figures failed: {exc}")
             return checks.component()
         values = dict(snapshot)
         own_level = values.pop("level", "healthy")
+        own_output = values.pop("output", None)
         for name, value in sorted(values.items()):
             if isinstance(value, int | float | str | bool) or value is None:
                 checks.add(camel(str(name)), value)
         if own_level in ("warning", "critical", "down"):
-            checks.add("level", own_level, level=own_level, output=str(values.get("output", own_level)))
+            checks.add("level", own_level, level=own_level, output=str(own_output or own_level))
         return checks.component(details={str(k): v for k, v in values.items()})

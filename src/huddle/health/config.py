@@ -58,7 +58,7 @@ DEFAULT_THRESHOLDS: dict[str, Threshold] = {
     "performance:errorRate": Threshold(warning=0.05, critical=0.25),
     "performance:p99ResponseTime": Threshold(warning=500, critical=2000),
     "process:eventLoopLag": Threshold(warning=100, critical=1000),
-    "migration:syncLag": Threshold(warning=30, critical=300),
+    "migration:syncLagSeconds": Threshold(warning=30, critical=300),
 }
 """Thresholds used unless ``HealthConfig.thresholds`` overrides them (units as each check reports them:
 milliseconds for response times and loop lag, a 0..1 ratio for memory and error rate, seconds for ages)."""

@@ -134,9 +134,13 @@ class SessionHealthCheck:
         if self.session_store is not None:
             checks.append(SessionsCheck(self.session_store, self.config))
         if self.session_replay is not None:
-            checks.append(ReportingComponentCheck("replay", self.session_replay, self.config))
+            checks.append(
+                ReportingComponentCheck("replay", self.session_replay, self.config, self.session_store)
+            )
         if self.session_migration is not None:
-            checks.append(ReportingComponentCheck("migration", self.session_migration, self.config))
+            checks.append(
+                ReportingComponentCheck("migration", self.session_migration, self.config, self.session_store)
+            )
         return checks
 
     async def __aenter__(self) -> Self:
