@@ -301,7 +301,9 @@ async def test_a_hanging_component_leads_to_a_forced_shutdown(
     assert status.sessions_checkpointed == 1
     assert manager.closed
     data = await coordinator.get_recovery_data()
-    assert data is not None and data.checkpoint_ids.keys() == {sid}
+    assert data is not None
+    assert data.checkpoint_ids.keys() == {sid}
+    assert (data.phase, data.graceful) == (ShutdownPhase.FORCED, False)
 
 
 async def test_force_during_a_shutdown_skips_to_forced(

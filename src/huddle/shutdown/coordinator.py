@@ -7,36 +7,33 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from ..connection import RedisClient
-from ..errors import HuddleError, SessionNotFoundError, ShutdownError
+from ..errors import ShutdownError
 from ..keys import KeySpace
 from . import components
 from .config import ShutdownConfig, ShutdownOptions
 from .models import (
     RecoveryData,
-    RecoverySession,
     ResumeReport,
-    ShutdownEvent,
     ShutdownPhase,
     ShutdownStatus,
 )
-from .recovery import RecoveryStore
+from .preserve import CHECKPOINT_REASON, checkpoint_sessions
+from .recovery import RecoveryStore, recovery_document
+from .reporter import Reporter, ShutdownCallback
+from .signals import SignalHandlers
 from .state import ShutdownState
+from .steps import BoundedSteps
 
 if TYPE_CHECKING:
     from ..manager import SessionManager
 
 log = logging.getLogger("huddle.shutdown")
-
-ShutdownCallback = Callable[[ShutdownEvent], None]
-"""Called with every phase change, progress report and error of a shutdown."""
-
-CHECKPOINT_REASON = "shutdown"
 
 
 class _PhaseTimeout(Exception):
@@ -54,14 +51,13 @@ class SessionGracefulShutdown:
         self._manager: SessionManager | None = None
         self._redis: RedisClient | None = None
         self._components: dict[str, object] = {}
-        self._callbacks: list[ShutdownCallback] = []
-        self._installed: list[signal.Signals] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reporter = Reporter()
+        self._signals = SignalHandlers(self._on_signal)
         self._state: ShutdownState | None = None
         self._task: asyncio.Task[ShutdownStatus] | None = None
         self._force = asyncio.Event()
         self._started = asyncio.Event()
-        self._stray: set[asyncio.Task[Any]] = set()
+        self._steps = BoundedSteps()
         self._closed = False
 
     # -- setup ------------------------------------------------------------------------------------------------
@@ -85,38 +81,19 @@ class SessionGracefulShutdown:
         found = {"replay": session_replay, "migration": session_migration, "health": health_check}
         self._components = {name: value for name, value in found.items() if value is not None}
         del session_store  # accepted for the spec's signature; the manager owns its store
-        self._loop = asyncio.get_running_loop()
-        self._remove_signal_handlers()
+        self._signals.remove()
         if self.config.handle_signals if handle_signals is None else handle_signals:
-            self._install_signal_handlers()
+            self._signals.install(asyncio.get_running_loop(), self.config.signal_numbers())
         return self
 
     def on_event(self, callback: ShutdownCallback) -> None:
         """Call ``callback(event)`` for every phase change, progress report and error (e.g. to log them)."""
-        self._callbacks.append(callback)
-
-    def _install_signal_handlers(self) -> None:
-        assert self._loop is not None
-        for sig in self.config.signal_numbers():
-            try:
-                self._loop.add_signal_handler(sig, self._on_signal, sig)
-            except (NotImplementedError, RuntimeError, ValueError) as exc:  # not the main thread, or Windows
-                log.warning("cannot handle %s here (%s); call shutdown() yourself", sig.name, exc)
-                continue
-            self._installed.append(sig)
-
-    def _remove_signal_handlers(self) -> None:
-        installed, self._installed = self._installed, []
-        if self._loop is None or self._loop.is_closed():
-            return
-        for sig in installed:
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                self._loop.remove_signal_handler(sig)
+        self._reporter.callbacks.append(callback)
 
     @property
     def handled_signals(self) -> list[str]:
         """Names of the signals whose handlers are installed right now."""
-        return [sig.name for sig in self._installed]
+        return self._signals.names
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if self._state is None:
@@ -163,7 +140,7 @@ class SessionGracefulShutdown:
     async def _supervise(self) -> ShutdownStatus:
         state = self._state
         assert state is not None
-        self._emit("phase", ShutdownPhase.INITIATED, f"shutdown initiated: {state.options.reason}")
+        self._reporter.emit("phase", ShutdownPhase.INITIATED, f"shutdown initiated: {state.options.reason}")
         if not state.options.graceful:
             self.force("graceful=False requested")
         phases = asyncio.create_task(self._run_phases(state), name="huddle-shutdown-phases")
@@ -181,17 +158,19 @@ class SessionGracefulShutdown:
             and not self._force.is_set()
         ):
             self._enter(state, ShutdownPhase.COMPLETE)
-            self._emit("phase", ShutdownPhase.COMPLETE, "shutdown complete", errors=len(state.errors))
+            self._reporter.emit(
+                "phase", ShutdownPhase.COMPLETE, "shutdown complete", errors=len(state.errors)
+            )
         else:
             if phases.done() and not phases.cancelled() and phases.exception() is not None:
                 cause = phases.exception()
                 state.forced_reason = state.forced_reason or str(cause)
-            self._abandon(phases)
+            self._steps.abandon(phases)
             if state.forced_reason is None:
                 state.forced_reason = f"grace period of {self.config.grace_period:g}s exceeded"
             await self._force_now(state)
         state.finished_at = datetime.now(UTC)
-        self._remove_signal_handlers()
+        self._signals.remove()
         return state.snapshot()
 
     async def _run_phases(self, state: ShutdownState) -> None:
@@ -202,28 +181,22 @@ class SessionGracefulShutdown:
         if state.options.preserve_data:
             await self._step(state, self._preserve(state), cfg.phase_timeout("checkpoint"))
         else:
-            self._emit("progress", state.phase, "preserve_data=False: no checkpoints or recovery data")
+            self._reporter.progress(state, "preserve_data=False: no checkpoints or recovery data")
         self._enter(state, ShutdownPhase.CLEANUP)
         await self._step(state, self._cleanup(state), cfg.phase_timeout("cleanup"))
 
     async def _step(self, state: ShutdownState, work: Coroutine[Any, Any, None], budget: float) -> None:
         """Run one phase's work bounded by its timeout (and the grace period); a timeout forces the shutdown."""
         limit = min(budget, state.remaining())
-        task = asyncio.create_task(work)
-        try:
-            await asyncio.wait({task}, timeout=limit)
-        except asyncio.CancelledError:
-            self._abandon(task)
-            raise
-        if not task.done():
-            self._abandon(task)
+        task = await self._steps.run(work, limit)
+        if task is None:
             raise _PhaseTimeout(f"phase {state.phase.value} did not finish within {limit:.1f}s")
         task.result()
 
     def _enter(self, state: ShutdownState, phase: ShutdownPhase) -> None:
         state.enter(phase)
         if phase not in (ShutdownPhase.COMPLETE, ShutdownPhase.FORCED):
-            self._emit("phase", phase, f"shutdown phase {phase.value}")
+            self._reporter.emit("phase", phase, f"shutdown phase {phase.value}")
 
     async def _drain(self, state: ShutdownState) -> None:
         health = self._components.get("health")
@@ -238,14 +211,14 @@ class SessionGracefulShutdown:
             return
         manager.begin_draining()
         state.in_flight_at_drain = manager.in_flight
-        self._emit("progress", state.phase, f"refusing new work; {manager.in_flight} operation(s) in flight")
+        self._reporter.progress(state, f"refusing new work; {manager.in_flight} operation(s) in flight")
         await manager.wait_idle()
-        self._emit("progress", state.phase, "no operation in flight")
+        self._reporter.progress(state, "no operation in flight")
 
     async def _preserve(self, state: ShutdownState) -> None:
         manager, cfg = self._manager, self.config
         if manager is not None and cfg.checkpoint_active_sessions:
-            await self._checkpoint_sessions(state, manager)
+            await checkpoint_sessions(manager, state, self._reporter, cfg.checkpoint_concurrency)
         replay = self._components.get("replay")
         candidates = list(manager.local_members) if manager is not None else []
         if replay is not None and cfg.preserve_replays:
@@ -253,53 +226,16 @@ class SessionGracefulShutdown:
                 state, "preserving recordings", components.preserve_recordings(replay, candidates)
             )
             state.recordings = list(recordings or [])
-            self._emit("progress", state.phase, f"{len(state.recordings)} recording(s) preserved")
+            self._reporter.progress(state, f"{len(state.recordings)} recording(s) preserved")
         migration = self._components.get("migration")
         if migration is not None:
             tasks = await self._guard(
                 state, "stopping migrations and syncs", components.preserve_tasks(migration)
             )
             state.tasks = list(tasks or [])
-            self._emit(
-                "progress", state.phase, f"{len(state.tasks)} migration/sync task(s) stopped at a cursor"
-            )
+            self._reporter.progress(state, f"{len(state.tasks)} migration/sync task(s) stopped at a cursor")
         if cfg.enable_recovery_data:
             await self._guard(state, "writing recovery data", self._write_recovery(state))
-
-    async def _checkpoint_sessions(self, state: ShutdownState, manager: SessionManager) -> None:
-        members = {sid: sorted(agents) for sid, agents in list(manager.local_members.items())}
-        limit = asyncio.Semaphore(self.config.checkpoint_concurrency)
-
-        async def one(session_id: str, agents: list[str]) -> None:
-            async with limit:
-                try:
-                    cp_id = await manager.checkpoint(
-                        session_id, reason=CHECKPOINT_REASON, force_snapshot=True
-                    )
-                except SessionNotFoundError as exc:
-                    state.gone.append(session_id)
-                    self._emit("progress", state.phase, f"session {session_id} is gone: {exc.message}")
-                    return
-                except HuddleError as exc:
-                    state.sessions.append(
-                        RecoverySession(
-                            session_id=session_id, agents=agents, checkpoint_id=None, error=str(exc)
-                        )
-                    )
-                    self._error(state, f"checkpoint of session {session_id} failed: {exc}")
-                    return
-                seq = int(cp_id.removeprefix("cp-"))
-                state.sessions.append(
-                    RecoverySession(
-                        session_id=session_id, agents=agents, checkpoint_id=cp_id, checkpoint_seq=seq
-                    )
-                )
-
-        await asyncio.gather(*(one(sid, agents) for sid, agents in members.items()))
-        self._emit(
-            "progress", state.phase, f"checkpointed {state.sessions_checkpointed} of {len(members)} session(s)",
-            failed=state.sessions_failed, gone=len(state.gone),
-        )  # fmt: skip
 
     async def _cleanup(self, state: ShutdownState) -> None:
         for name in ("replay", "migration", "health"):
@@ -310,25 +246,25 @@ class SessionGracefulShutdown:
             await self._guard(state, "closing the session manager", self._manager.close())
         if self._redis is not None:
             await self._guard(state, "closing the redis client", self._redis.aclose())
-        self._emit("progress", state.phase, "components and connections closed")
+        self._reporter.progress(state, "components and connections closed")
 
     async def _guard(self, state: ShutdownState, what: str, work: Coroutine[Any, Any, Any]) -> Any:
         """Run one step; an error is reported and recorded but does not stop the other steps."""
         try:
             return await work
         except Exception as exc:
-            self._error(state, f"{what} failed: {type(exc).__name__}: {exc}")
+            self._reporter.error(state, f"{what} failed: {type(exc).__name__}: {exc}")
             return None
 
     # -- forced -----------------------------------------------------------------------------------------------
     async def _force_now(self, state: ShutdownState) -> None:
         """Close every connection with a short bound each; write what is known to the recovery data."""
         self._enter(state, ShutdownPhase.FORCED)
-        self._emit("error", ShutdownPhase.FORCED, f"shutdown forced: {state.forced_reason}")
+        self._reporter.emit("error", ShutdownPhase.FORCED, f"shutdown forced: {state.forced_reason}")
         cap = self.config.force_close_timeout
         if self._manager is not None:
             self._manager.begin_draining()
-        if state.options.preserve_data and self.config.enable_recovery_data and not state.recovery_written:
+        if state.options.preserve_data and self.config.enable_recovery_data:
             await self._bounded(state, "writing recovery data", self._write_recovery(state), cap)
         closes: list[tuple[str, Coroutine[Any, Any, Any]]] = [
             (f"closing {name}", components.close_component(component))
@@ -343,24 +279,11 @@ class SessionGracefulShutdown:
     async def _bounded(
         self, state: ShutdownState, what: str, work: Coroutine[Any, Any, Any], budget: float
     ) -> None:
-        task = asyncio.create_task(work)
-        await asyncio.wait({task}, timeout=budget)
-        if not task.done():
-            self._abandon(task)
-            self._error(state, f"{what} did not finish within {budget:g}s; abandoned")
+        task = await self._steps.run(work, budget)
+        if task is None:
+            self._reporter.error(state, f"{what} did not finish within {budget:g}s; abandoned")
         elif not task.cancelled() and task.exception() is not None:
-            self._error(state, f"{what} failed: {task.exception()}")
-
-    def _abandon(self, task: asyncio.Task[Any]) -> None:
-        """Cancel a task without waiting for it (it may ignore cancellation); keep it until it ends."""
-        task.cancel()
-        self._stray.add(task)
-        task.add_done_callback(self._reap)
-
-    def _reap(self, task: asyncio.Task[Any]) -> None:
-        self._stray.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("abandoned shutdown step ended with %r", task.exception())
+            self._reporter.error(state, f"{what} failed: {task.exception()}")
 
     # -- recovery data ----------------------------------------------------------------------------------------
     def _recovery_store(self) -> RecoveryStore | None:
@@ -385,19 +308,12 @@ class SessionGracefulShutdown:
     async def _write_recovery(self, state: ShutdownState) -> None:
         store = self._recovery_store()
         if store is None:
-            self._emit("progress", state.phase, "no Redis client: recovery data not written")
+            self._reporter.progress(state, "no Redis client: recovery data not written")
             return
-        data = RecoveryData(
-            instance_id=self.config.instance_id, namespace=store.namespace, reason=state.options.reason,
-            phase=state.phase, graceful=state.forced_reason is None, started_at=state.started_at,
-            written_at=datetime.now(UTC), sessions=sorted(state.sessions, key=lambda s: s.session_id),
-            recordings=state.recordings, tasks=state.tasks, errors=list(state.errors),
-        )  # fmt: skip
+        data = recovery_document(state, self.config.instance_id, store.namespace)
         await store.save(data, self.config.recovery_ttl)
         state.recovery_written = True
-        self._emit(
-            "progress", state.phase, f"recovery data written to {store.key}", sessions=len(data.sessions)
-        )
+        self._reporter.progress(state, f"recovery data written to {store.key}", sessions=len(data.sessions))
 
     async def get_recovery_data(self) -> RecoveryData | None:
         """The recovery document the last shutdown of this instance left, or None."""
@@ -426,21 +342,6 @@ class SessionGracefulShutdown:
         return report
 
     # -- lifecycle of this object -------------------------------------------------------------------------------
-    def _emit(self, kind: str, phase: ShutdownPhase, message: str, **details: Any) -> None:
-        event = ShutdownEvent.model_validate(
-            {"kind": kind, "phase": phase, "message": message, "at": datetime.now(UTC), "details": details}
-        )
-        log.log(logging.ERROR if kind == "error" else logging.INFO, "%s: %s", phase.value, message)
-        for callback in self._callbacks:
-            try:
-                callback(event)
-            except Exception:
-                log.exception("shutdown event callback failed")
-
-    def _error(self, state: ShutdownState, message: str) -> None:
-        state.errors.append(message)
-        self._emit("error", state.phase, message)
-
     async def close(self) -> None:
         """Remove the signal handlers; a shutdown still running is forced and awaited (idempotent)."""
         if self._closed:
@@ -450,7 +351,7 @@ class SessionGracefulShutdown:
             self.force("SessionGracefulShutdown closed")
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(self._task)
-        self._remove_signal_handlers()
+        self._signals.remove()
 
     async def __aenter__(self) -> Self:
         return self

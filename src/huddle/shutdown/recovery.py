@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -12,6 +13,24 @@ from ..errors import RecoveryDataError
 from ..keys import KeySpace
 from ..store import redis_boundary
 from .models import RECOVERY_VERSION, RecoveryData
+from .state import ShutdownState
+
+
+def recovery_document(state: ShutdownState, instance_id: str, namespace: str) -> RecoveryData:
+    """What ``state`` knows so far, as the document the next start reads."""
+    return RecoveryData(
+        instance_id=instance_id,
+        namespace=namespace,
+        reason=state.options.reason,
+        phase=state.phase,
+        graceful=state.forced_reason is None,
+        started_at=state.started_at,
+        written_at=datetime.now(UTC),
+        sessions=sorted(state.sessions, key=lambda session: session.session_id),
+        recordings=list(state.recordings),
+        tasks=list(state.tasks),
+        errors=list(state.errors),
+    )
 
 
 class RecoveryStore:
