@@ -7,7 +7,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -23,7 +23,7 @@ from ..errors import (
 from ..ids import check_id
 from ..models import Event, SessionDocument, ms_to_datetime
 from ..scripts import script_source
-from . import playback
+from . import jsonl, playback
 from .codec import canonical_json, genesis_hash, snapshot_of
 from .models import (
     EMPTY_STATE,
@@ -315,6 +315,17 @@ class SessionReplay:
             first_bad_frame=error.frame,
             reason=error.reason,
         )
+
+    # -- export / import -------------------------------------------------------------------------------------
+    def export_replay(self, replay_id: str) -> AsyncIterator[str]:
+        """The recording as JSON Lines (header, then one frame a line; no trailing newlines)."""
+        self._check_open()
+        return jsonl.export_lines(self, replay_id)
+
+    async def import_replay(self, lines: Iterable[str], *, replay_id: str | None = None) -> str:
+        """Store an exported recording here (keeping its id unless ``replay_id``); verified before writing."""
+        self._check_open()
+        return await jsonl.import_lines(self, lines, replay_id=replay_id)
 
     # -- management ------------------------------------------------------------------------------------------
     async def get_replay(self, replay_id: str) -> ReplayInfo | None:
