@@ -28,6 +28,7 @@ from .errors import (
     StateConflictError,
 )
 from .manager import SessionManager
+from .migration import MigrationConfig, SessionMigration
 from .models import (
     AgentInfo,
     ChangeInfo,
@@ -90,6 +91,7 @@ __all__ = [
     "InvalidReplayOptionsError",
     "LifecycleNotice",
     "MaintenanceReport",
+    "MigrationConfig",
     "NotAMemberError",
     "RecordedEvent",
     "RecoveryData",
@@ -115,6 +117,7 @@ __all__ = [
     "SessionGracefulShutdown",
     "SessionManager",
     "SessionManagerConfig",
+    "SessionMigration",
     "SessionNotFoundError",
     "SessionReplay",
     "SessionStats",
