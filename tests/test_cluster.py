@@ -38,15 +38,7 @@ async def manager(cluster: EmbeddedCluster) -> AsyncIterator[SessionManager]:
 
 def spread_session_ids(cluster: EmbeddedCluster, keys: KeySpace, per_master: int) -> list[str]:
     """Session ids chosen so that every master serves exactly ``per_master`` of them."""
-    wanted = {node.port: per_master for node in cluster.masters()}
-    chosen: list[str] = []
-    while any(wanted.values()):
-        sid = f"s-{uuid.uuid4().hex[:12]}"
-        port = cluster.node_of_key(keys.session(sid).meta).port
-        if wanted.get(port, 0) > 0:
-            wanted[port] -= 1
-            chosen.append(sid)
-    return chosen
+    return cluster.ids_on_every_master(lambda sid: keys.session(sid).meta, per_master)
 
 
 def test_a_cluster_url_gives_a_cluster_client_and_a_plain_node_url_is_detected(

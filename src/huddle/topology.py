@@ -11,6 +11,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -317,6 +318,21 @@ class EmbeddedCluster:
         for node in self.masters():
             _admin(node.port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
         return moved
+
+    def ids_on_every_master(
+        self, key_of: Callable[[str], str], per_master: int, prefix: str = "s-"
+    ) -> list[str]:
+        """Random ids chosen so that every master serves exactly ``per_master`` of them (``key_of(id)`` is the
+        key whose slot decides, e.g. a session's meta key)."""
+        wanted = {node.port: per_master for node in self.masters()}
+        chosen: list[str] = []
+        while any(wanted.values()):
+            candidate = f"{prefix}{uuid.uuid4().hex[:12]}"
+            port = self.node_of_key(key_of(candidate)).port
+            if wanted.get(port, 0) > 0:
+                wanted[port] -= 1
+                chosen.append(candidate)
+        return chosen
 
     def distribution(self, keys: list[str]) -> dict[int, int]:
         """How many of ``keys`` each master (by port) serves."""
