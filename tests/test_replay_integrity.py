@@ -79,7 +79,9 @@ async def test_an_altered_state_checksum_is_named_by_verify(
     assert not report.ok and report.first_bad_frame == BLOCK
 
 
-async def test_a_deleted_frame_is_named_as_missing(manager: SessionManager, recorded: tuple[SessionReplay, str]) -> None:
+async def test_a_deleted_frame_is_named_as_missing(
+    manager: SessionManager, recorded: tuple[SessionReplay, str]
+) -> None:
     replay, replay_id = recorded
     await rewrite_block(manager, replay_id, 1, lambda lines: lines[:4] + lines[5:])
     report = await replay.verify_replay(replay_id)
@@ -129,7 +131,9 @@ async def test_corrupt_block_bytes_are_named_by_the_blocks_first_frame(
     assert not report.ok and report.first_bad_frame == 3 * BLOCK
 
 
-async def test_a_truncated_recording_is_detected(manager: SessionManager, recorded: tuple[SessionReplay, str]) -> None:
+async def test_a_truncated_recording_is_detected(
+    manager: SessionManager, recorded: tuple[SessionReplay, str]
+) -> None:
     replay, replay_id = recorded
     client = create_client(manager.config, decode_responses=False)
     await client.rpop(manager.keys.replay(replay_id, "segments"))

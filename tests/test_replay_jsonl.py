@@ -25,7 +25,9 @@ async def recorded(manager: SessionManager, replay: SessionReplay) -> str:
     await manager.join_session(sid, "a2")
     for n in range(40):
         await manager.emit_event(sid, {"type": "modified", "data": {"n": n}}, "a2" if n % 3 else "a1")
-    await manager.emit_event(sid, {"type": "broke", "state_transition": {"from": "working", "to": "broken"}}, "a1")
+    await manager.emit_event(
+        sid, {"type": "broke", "state_transition": {"from": "working", "to": "broken"}}, "a1"
+    )
     return await replay.stop_recording(sid)
 
 
@@ -44,10 +46,15 @@ async def test_export_is_a_header_then_one_frame_per_line(manager: SessionManage
     assert [json.loads(line)["f"]["q"] for line in lines[1:]] == list(range(1, info.last_seq + 1))
 
 
-async def test_import_into_another_namespace_verifies_and_replays_identically(make_manager: MakeManager) -> None:
+async def test_import_into_another_namespace_verifies_and_replays_identically(
+    make_manager: MakeManager,
+) -> None:
     source = await make_manager()
     target = await make_manager(namespace="imported" + source.config.namespace)
-    async with SessionReplay(source, ReplayConfig(snapshot_every_frames=9)) as here, SessionReplay(target) as there:
+    async with (
+        SessionReplay(source, ReplayConfig(snapshot_every_frames=9)) as here,
+        SessionReplay(target) as there,
+    ):
         replay_id = await recorded(source, here)
         lines = await export(here, replay_id)
         assert await there.import_replay(lines) == replay_id

@@ -13,7 +13,10 @@ async def record(manager: SessionManager, replay: SessionReplay, events: int = 5
     for n in range(events):
         await manager.emit_event(
             sid,
-            {"type": "modified", "change_info": {"element_type": "file", "entity_ids": [f"f{n}"], "operation": "e"}},
+            {
+                "type": "modified",
+                "change_info": {"element_type": "file", "entity_ids": [f"f{n}"], "operation": "e"},
+            },
             "a1",
         )
     return await replay.stop_recording(sid)
@@ -25,8 +28,15 @@ async def test_get_replay_describes_a_finished_recording(manager: SessionManager
         info = await replay.get_replay(replay_id)
         assert await replay.get_replay("rp-none") is None
     assert info is not None
-    assert (info.status, info.stop_reason, info.first_seq, info.frames) == ("complete", "stopped", 1, info.last_seq)
-    assert info.metadata == {"purpose": "test"} and info.stored_bytes > 0 and info.raw_bytes > info.stored_bytes
+    assert (info.status, info.stop_reason, info.first_seq, info.frames) == (
+        "complete",
+        "stopped",
+        1,
+        info.last_seq,
+    )
+    assert (
+        info.metadata == {"purpose": "test"} and info.stored_bytes > 0 and info.raw_bytes > info.stored_bytes
+    )
 
 
 async def test_list_replays_pages_newest_first(manager: SessionManager) -> None:
@@ -47,7 +57,9 @@ async def test_list_replays_drops_index_entries_of_expired_recordings(manager: S
         remaining = await client.zcard(manager.keys.replay_index_for(expired))
         await client.aclose()
     assert listed == [kept]
-    assert remaining == (1 if manager.keys.replay_index_for(kept) == manager.keys.replay_index_for(expired) else 0)
+    assert remaining == (
+        1 if manager.keys.replay_index_for(kept) == manager.keys.replay_index_for(expired) else 0
+    )
 
 
 async def test_delete_replay_removes_it_and_reports_whether_it_existed(manager: SessionManager) -> None:

@@ -27,8 +27,12 @@ async def record_mixed(manager: SessionManager, replay: SessionReplay, gap: floa
         actor = "a1" if n % 2 else "a2"
         await manager.emit_event(sid, {"type": "modified", "data": {"n": n}}, actor)
         if n == 30:
-            await manager.emit_event(sid, {"type": "broke", "state_transition": {"from": "working", "to": "broken"}}, "a1")
-            await manager.emit_event(sid, {"type": "fixed", "state_transition": {"from": "broken", "to": "working"}}, "a2")
+            await manager.emit_event(
+                sid, {"type": "broke", "state_transition": {"from": "working", "to": "broken"}}, "a1"
+            )
+            await manager.emit_event(
+                sid, {"type": "fixed", "state_transition": {"from": "broken", "to": "working"}}, "a2"
+            )
         if gap:
             await asyncio.sleep(gap)
     return await replay.stop_recording(sid)
@@ -57,7 +61,9 @@ async def test_event_type_filter_delivers_only_those_types_with_the_full_state(
     assert frames[0].state.agents == ("a1", "a2")
 
 
-async def test_agent_filter_delivers_only_that_agents_events(manager: SessionManager, replay: SessionReplay) -> None:
+async def test_agent_filter_delivers_only_that_agents_events(
+    manager: SessionManager, replay: SessionReplay
+) -> None:
     replay_id = await record_mixed(manager, replay)
     frames = await collect(replay, replay_id, ReplayOptions(speed=0, agents=("a2",)))
     assert frames and {f.event.actor for f in frames} == {"a2"}
@@ -70,7 +76,9 @@ async def test_seq_range_filter_is_inclusive(manager: SessionManager, replay: Se
     assert [f.seq for f in frames] == list(range(20, 42))
 
 
-async def test_time_range_filter_uses_recorded_event_times(manager: SessionManager, replay: SessionReplay) -> None:
+async def test_time_range_filter_uses_recorded_event_times(
+    manager: SessionManager, replay: SessionReplay
+) -> None:
     replay_id = await record_mixed(manager, replay, gap=0.004)
     everything = await collect(replay, replay_id, ReplayOptions(speed=0))
     start, end = everything[15].at, everything[45].at
@@ -144,7 +152,9 @@ async def test_faster_speed_plays_the_same_recording_in_proportionally_less_time
     assert fast < slow
 
 
-async def test_async_frame_callbacks_are_awaited_in_order(manager: SessionManager, replay: SessionReplay) -> None:
+async def test_async_frame_callbacks_are_awaited_in_order(
+    manager: SessionManager, replay: SessionReplay
+) -> None:
     replay_id = await record_mixed(manager, replay)
     seen: list[int] = []
 

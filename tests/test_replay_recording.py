@@ -163,7 +163,9 @@ async def test_a_hold_whose_recorder_vanished_stops_protecting_the_log_when_its_
     await replay.close()
 
 
-async def test_events_emitted_by_another_manager_while_recording_are_recorded(make_manager: MakeManager) -> None:
+async def test_events_emitted_by_another_manager_while_recording_are_recorded(
+    make_manager: MakeManager,
+) -> None:
     recorder_side, other_side = await make_manager(), await make_manager()
     async with SessionReplay(recorder_side) as replay:
         sid = await recorder_side.create_session("a1", record=True)

@@ -13,6 +13,7 @@ from ..errors import HuddleError
 from .common import err_console
 from .demo import demo_command
 from .migrate import migrate_command
+from .replay import replay_app
 from .serve import serve_command
 from .stats import stats_command
 
@@ -25,6 +26,7 @@ app = typer.Typer(
 )
 app.command("demo")(demo_command)
 app.command("migrate")(migrate_command)
+app.add_typer(replay_app, name="replay")
 app.command("serve")(serve_command)
 app.command("stats")(stats_command)
 
