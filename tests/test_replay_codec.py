@@ -85,7 +85,7 @@ def test_any_altered_frame_is_named_by_the_chain(
     sequence: list[tuple[tuple[str, str, tuple[str, ...], str | None, str], dict[str, object]]],
     data: st.DataObject,
 ) -> None:
-    blobs, starts, _, initial = encode_all(sequence, delta=True, every=1000, compress=False)
+    blobs, _, _, initial = encode_all(sequence, delta=True, every=1000, compress=False)
     lines = unpack_segment(blobs[0], 0)
     victim = data.draw(st.integers(0, len(lines) - 1))
     lines[victim] = lines[victim].replace(b'"y":"modified"', b'"y":"modifie_"')
