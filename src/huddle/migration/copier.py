@@ -15,8 +15,6 @@ from ..keys import KeySpace
 from ..scripts import script_source, translate_script_error
 from ..store import redis_boundary
 
-_PER_SESSION = 13  # replies per session in read_snapshots' MULTI
-
 
 def flat(fields: dict[str, str]) -> list[str]:
     """A hash or stream entry's fields as [field, value, ...] (the order Redis returned them in)."""
@@ -89,42 +87,47 @@ def _payload(
     )
 
 
-@redis_boundary
-async def read_snapshots(
-    client: RedisClient, keys: KeySpace, session_ids: Sequence[str]
-) -> list[Snapshot | None]:
-    """Read whole sessions in one MULTI (a consistent view of each); None for sessions that do not exist."""
-    if not session_ids:
-        return []
-    async with client.pipeline(transaction=True) as pipe:
-        for sid in session_ids:
-            k = keys.session(sid)
-            pipe.hgetall(k.meta).xrange(k.events).hgetall(k.agents).xrange(k.checkpoints)
-            pipe.hgetall(k.idem).xrange(k.failures)
-            for key in k.all:
-                pipe.pttl(key)
-            pipe.zscore(keys.active_index_for(sid), sid)
-        raw = await pipe.execute()
-    out: list[Snapshot | None] = []
-    for i, sid in enumerate(session_ids):
-        meta, events, agents, cps, idem, failures, *rest = raw[i * _PER_SESSION : (i + 1) * _PER_SESSION]
-        ttls, score = rest[:6], rest[6]
-        if not meta:
-            out.append(None)
-            continue
-        payload = _payload(meta, events, agents, cps, idem, failures, ttls)
-        out.append(
-            Snapshot(
-                session_id=sid,
-                meta=meta,
-                payload=payload,
-                events=len(events),
-                agents=agents,
-                failure_ids=[entry_id for entry_id, _ in failures],
-                active_score=float(score) if score is not None else None,
+def _pairs(items: list[Any]) -> dict[str, str]:
+    return {str(items[i]): str(items[i + 1]) for i in range(0, len(items), 2)}
+
+
+class Exporter:
+    """Reads whole sessions from the source with export_session.lua (atomic, so each snapshot is consistent)."""
+
+    def __init__(self, client: RedisClient, keys: KeySpace) -> None:
+        self.client = client
+        self.keys = keys
+        self._export: AsyncScript = client.register_script(script_source("export_session"))
+
+    @redis_boundary
+    async def read(self, session_ids: Sequence[str]) -> list[Snapshot | None]:
+        """Snapshots of these sessions in one pipelined round trip; None for sessions that do not exist."""
+        if not session_ids:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for sid in session_ids:
+                await self._export(keys=self.keys.session(sid).all, client=pipe)
+                pipe.zscore(self.keys.active_index_for(sid), sid)
+            raw = await pipe.execute()
+        out: list[Snapshot | None] = []
+        for i, sid in enumerate(session_ids):
+            reply, score = raw[2 * i], raw[2 * i + 1]
+            if not reply:
+                out.append(None)
+                continue
+            payload, meta, events, agents, failure_ids = reply
+            out.append(
+                Snapshot(
+                    session_id=sid,
+                    meta=_pairs(meta),
+                    payload=str(payload),
+                    events=int(events),
+                    agents=_pairs(agents),
+                    failure_ids=[str(item) for item in failure_ids],
+                    active_score=float(score) if score is not None else None,
+                )
             )
-        )
-    return out
+        return out
 
 
 @redis_boundary
@@ -218,21 +221,22 @@ class Importer:
         """Make the target's global indexes know the written sessions (as the managers' own writes do)."""
         if not written:
             return
+        updates: dict[str, dict[str, float]] = {}
+        for snap in written:
+            sid = snap.session_id
+            if snap.meta.get("status") == "active":
+                score = snap.active_score if snap.active_score is not None else float(snap.meta["updated"])
+                updates.setdefault(self.keys.active_index_for(sid), {})[sid] = score
+            for agent, value in snap.agents.items():
+                updates.setdefault(self.keys.agent_sessions(agent), {})[sid] = int(value.partition(":")[0])
+            for failure_id in snap.failure_ids:
+                member = f"{sid}/{failure_id}"
+                updates.setdefault(self.keys.failure_index_for(sid), {})[member] = int(
+                    failure_id.split("-")[0]
+                )
         async with self.client.pipeline(transaction=False) as pipe:
-            for snap in written:
-                sid = snap.session_id
-                if snap.meta.get("status") == "active":
-                    score = (
-                        snap.active_score if snap.active_score is not None else float(snap.meta["updated"])
-                    )
-                    pipe.zadd(self.keys.active_index_for(sid), {sid: score}, gt=True)
-                for agent, value in snap.agents.items():
-                    pipe.zadd(self.keys.agent_sessions(agent), {sid: int(value.partition(":")[0])})
-                for failure_id in snap.failure_ids:
-                    pipe.zadd(
-                        self.keys.failure_index_for(sid),
-                        {f"{sid}/{failure_id}": int(failure_id.split("-")[0])},
-                    )
+            for key, members in updates.items():
+                pipe.zadd(key, members)
             await pipe.execute()
 
     @redis_boundary

@@ -16,7 +16,7 @@ from ..errors import HuddleError, MigrationStateError
 from ..keys import KeySpace
 from ..models import ms_to_datetime
 from .config import MigrationConfig
-from .copier import Importer, ImportResult, Snapshot, read_snapshots
+from .copier import Exporter, Importer, ImportResult, Snapshot
 from .models import (
     ConflictRecord,
     MigrationErrorRecord,
@@ -50,6 +50,7 @@ class Context:
     target: RedisClient
     source_keys: KeySpace
     target_keys: KeySpace
+    exporter: Exporter
     importer: Importer
     tasks: TaskStore
     source_digest: Digester
@@ -199,7 +200,7 @@ async def run_task(ctx: Context, task_id: str, owner: str) -> None:
 
 async def _migrate_batch(ctx: Context, task: MigrationTask, ids: list[str], cursor: dict[str, Any]) -> str:
     tally = _Tally(task)
-    snapshots = await read_snapshots(ctx.source, ctx.source_keys, ids) if ids else []
+    snapshots = await ctx.exporter.read(ids) if ids else []
     present: list[Snapshot] = []
     for sid, snap in zip(ids, snapshots, strict=True):
         if snap is None:

@@ -25,7 +25,7 @@ from ..ids import check_id
 from ..keys import KeySpace
 from ..store import redis_boundary
 from .config import CONFLICT_POLICIES, MigrationConfig
-from .copier import Importer
+from .copier import Exporter, Importer
 from .models import (
     ConflictRecord,
     CrossInstanceSession,
@@ -97,6 +97,7 @@ class SessionMigration:
             target=target,
             source_keys=self.source_keys,
             target_keys=self.target_keys,
+            exporter=Exporter(source, self.source_keys),
             importer=Importer(target, self.target_keys),
             tasks=TaskStore(target, self.target_keys, self.config.task_ttl),
             source_digest=Digester(source, self.source_keys),

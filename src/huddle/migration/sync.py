@@ -24,7 +24,7 @@ from ..ids import check_id
 from ..keys import KeySpace
 from ..store import redis_boundary
 from .config import MigrationConfig
-from .copier import Importer, ImportResult, read_delta, read_snapshots
+from .copier import Exporter, Importer, ImportResult, read_delta
 from .models import CrossInstanceSession, SyncMode
 
 log = logging.getLogger("huddle.migration.sync")
@@ -79,6 +79,7 @@ class CrossInstanceSync:
         self.source = source
         self.source_keys = source_keys
         self.target_keys = target_keys
+        self._exporter = Exporter(source, source_keys)
         self._targets: dict[str, tuple[RedisClient, Importer]] = {}
         self._links: dict[tuple[str, str], _Link] = {}
         self._closed = False
@@ -175,7 +176,7 @@ class CrossInstanceSync:
                 return int(result.detail or 0)
             if not _needs_full_copy(result):
                 raise result if isinstance(result, HuddleError) else SyncError(str(result))
-        snapshots = await read_snapshots(self.source, self.source_keys, [link.session_id])
+        snapshots = await self._exporter.read([link.session_id])
         snap = snapshots[0]
         if snap is None:
             raise _SourceGone(f"session {link.session_id!r} no longer exists on the source")

@@ -1,0 +1,141 @@
+"""Benchmark: migrate N sessions x M events between two local redis-servers, next to a raw DUMP/RESTORE copy.
+
+The raw copy (pipelined DUMP + PTTL on the source, RESTORE ... REPLACE on the target, batch by batch) moves the
+same keys with no per-session logic: it is the physical limit. Every number printed is measured in this run.
+
+    .venv/bin/python benchmarks/migrate.py --sessions 10000 --events 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+import redis.asyncio as aioredis
+
+from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
+from huddle.migration import MigrationConfig, SessionMigration
+
+NAMESPACE = "bench"
+
+
+async def populate(url: str, sessions: int, events: int) -> int:
+    """Create the sessions through SessionManager (real scripts); returns the number of stored events."""
+    config = SessionManagerConfig(redis_url=url, namespace=NAMESPACE, max_events_per_session=max(events * 2, 10),
+                                  checkpoint_interval=1000)  # fmt: skip
+    async with SessionManager(config) as manager:
+
+        async def one(i: int) -> None:
+            sid = await manager.create_session("alice", session_id=f"s{i}", metadata={"i": i})
+            await manager.join_session(sid, "bob")
+            for j in range(events - 2):
+                await manager.emit_event(
+                    sid, {"type": "modified", "data": {"j": j, "note": "x" * 40}}, "alice"
+                )
+
+        for start in range(0, sessions, 200):
+            await asyncio.gather(*(one(i) for i in range(start, min(start + 200, sessions))))
+        client = manager.client
+        total = 0
+        async with client.pipeline(transaction=False) as pipe:
+            for i in range(sessions):
+                pipe.xlen(manager.keys.session(f"s{i}").events)
+            total = sum(await pipe.execute())
+    return total
+
+
+async def raw_copy(source_url: str, target_url: str, batch_keys: int) -> tuple[float, int]:
+    """Pipelined DUMP/PTTL -> RESTORE REPLACE of every key of the namespace; returns (seconds, keys)."""
+    source = aioredis.Redis.from_url(source_url, decode_responses=False)
+    target = aioredis.Redis.from_url(target_url, decode_responses=False)
+    started = time.perf_counter()
+    copied = 0
+    try:
+        keys: list[bytes] = []
+
+        async def flush() -> None:
+            nonlocal copied
+            async with source.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.dump(key).pttl(key)
+                replies = await pipe.execute()
+            async with target.pipeline(transaction=False) as pipe:
+                for i, key in enumerate(keys):
+                    payload, pttl = replies[2 * i], replies[2 * i + 1]
+                    if payload is not None:
+                        pipe.restore(key, max(int(pttl), 0), payload, replace=True)
+                        copied += 1
+                await pipe.execute()
+            keys.clear()
+
+        async for key in source.scan_iter(match=f"{NAMESPACE}:{{*}}:*", count=batch_keys):
+            keys.append(key)
+            if len(keys) >= batch_keys:
+                await flush()
+        if keys:
+            await flush()
+    finally:
+        await source.aclose()
+        await target.aclose()
+    return time.perf_counter() - started, copied
+
+
+async def huddle_copy(
+    source_url: str, target_url: str, batch: int, validate: bool
+) -> tuple[float, float | None]:
+    """A full SessionMigration; returns (seconds for the whole task, seconds of its validation if any)."""
+    config = MigrationConfig(
+        source_url=source_url, target_url=target_url, namespace=NAMESPACE, batch_size=batch
+    )
+    async with SessionMigration(config) as migration:
+        started = time.perf_counter()
+        task = await migration.wait(await migration.start_full_migration(validate_after=validate))
+        elapsed = time.perf_counter() - started
+    assert task.status == "completed", task
+    assert task.progress.failed_sessions == 0, task.recent_errors
+    if validate:
+        assert task.validation is not None and task.validation.ok, task.validation
+        return elapsed, task.validation.duration_ms / 1000
+    return elapsed, None
+
+
+async def flush(url: str) -> None:
+    client = aioredis.Redis.from_url(url)
+    await client.flushall()
+    await client.aclose()
+
+
+async def main(sessions: int, events: int, batch: int) -> None:
+    async with EmbeddedRedis() as source, EmbeddedRedis() as target:
+        print(
+            f"redis {source.version()} -> {target.version()}; {sessions} sessions x {events} events, batch {batch}"
+        )
+        started = time.perf_counter()
+        stored = await populate(source.url, sessions, events)
+        print(f"populated {sessions} sessions / {stored} events in {time.perf_counter() - started:.1f}s")
+
+        raw_s, keys = await raw_copy(source.url, target.url, batch * 5)
+        await flush(target.url)
+        plain_s, _ = await huddle_copy(source.url, target.url, batch, validate=False)
+        await flush(target.url)
+        val_s, validation_s = await huddle_copy(source.url, target.url, batch, validate=True)
+        assert validation_s is not None
+
+        def rates(seconds: float) -> str:
+            return f"{sessions / seconds:9.0f} sessions/s {stored / seconds:10.0f} events/s ({seconds:6.2f}s)"
+
+        print(f"raw DUMP/RESTORE ({keys} keys)      {rates(raw_s)}")
+        print(f"huddle full migration, no validation {rates(plain_s)}  ratio to raw {raw_s / plain_s:.2f}")
+        print(f"huddle full migration + validation   {rates(val_s)}  ratio to raw {raw_s / val_s:.2f}")
+        print(f"validation pass {validation_s:.2f}s = {validation_s / (val_s - validation_s) * 100:.0f}% of its copy; "
+              f"total with validation = {(val_s / plain_s - 1) * 100:+.0f}% vs no validation")  # fmt: skip
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=10_000)
+    parser.add_argument("--events", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=100)
+    args = parser.parse_args()
+    asyncio.run(main(args.sessions, args.events, args.batch_size))
