@@ -27,6 +27,7 @@ from .errors import (
     ShuttingDownError,
     StateConflictError,
 )
+from .health import HealthConfig, SessionHealthCheck
 from .manager import SessionManager
 from .migration import MigrationConfig, SessionMigration
 from .models import (
@@ -83,6 +84,7 @@ __all__ = [
     "EventsTrimmedError",
     "FailureSnapshot",
     "FailureSnapshotRef",
+    "HealthConfig",
     "HealthStatus",
     "HuddleError",
     "Impact",
@@ -115,6 +117,7 @@ __all__ = [
     "SessionExistsError",
     "SessionExpiredError",
     "SessionGracefulShutdown",
+    "SessionHealthCheck",
     "SessionManager",
     "SessionManagerConfig",
     "SessionMigration",

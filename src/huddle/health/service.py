@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, Self
 
 from prometheus_client import CollectorRegistry
 
-from .. import __version__
 from ..errors import ShuttingDownError
 from ..models import SessionStats
 from .alerts import AlertCallback, AlertManager
@@ -251,6 +250,8 @@ class SessionHealthCheck:
             return report
 
     async def _check(self) -> HealthReport:
+        from .. import __version__  # huddle/__init__ imports this package before it defines the version
+
         started = time.perf_counter()
         measured = await asyncio.gather(*(self._run_component(check) for check in self._checks))
         components = {name: ComponentHealth.not_configured(name) for name in COMPONENTS}
