@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -173,11 +174,26 @@ async def run_task(ctx: Context, task_id: str, owner: str) -> None:
         if task.progress.processed_sessions == 0 and not task.cursor:
             await tasks.add_total(task_id, await count_total(ctx, task))
         status = "running"
-        async for ids, cursor in batches_for(ctx, task, dict(task.cursor)):
-            status = await _migrate_batch(ctx, task, ids, cursor)
-            await tasks.renew_lease(task_id, owner, lease_ms)
-            if status == "cancelling":
-                break
+        # Read batch N+1 from the source while batch N is written to the target (two servers, two round
+        # trips in flight); cursors are still committed strictly in order, after their batch is written.
+        pending: tuple[list[str], dict[str, Any], asyncio.Future[list[Snapshot | None]]] | None = None
+        try:
+            async for ids, cursor in batches_for(ctx, task, dict(task.cursor)):
+                read = asyncio.ensure_future(ctx.exporter.read(ids))
+                if pending is not None:
+                    status = await _migrate_batch(ctx, task, *pending)
+                    await tasks.renew_lease(task_id, owner, lease_ms)
+                pending = (ids, cursor, read)
+                if status == "cancelling":
+                    break
+            if pending is not None and status != "cancelling":
+                status = await _migrate_batch(ctx, task, *pending)
+                pending = None
+        finally:
+            if pending is not None and not pending[2].done():
+                pending[2].cancel()
+                with contextlib.suppress(asyncio.CancelledError, HuddleError):
+                    await pending[2]
         if status == "cancelling" or await tasks.status(task_id) == "cancelling":
             await tasks.set_status(task_id, "cancelled", finished=True)
             return
@@ -198,9 +214,15 @@ async def run_task(ctx: Context, task_id: str, owner: str) -> None:
         await _best_effort(tasks.release_lease(task_id))
 
 
-async def _migrate_batch(ctx: Context, task: MigrationTask, ids: list[str], cursor: dict[str, Any]) -> str:
+async def _migrate_batch(
+    ctx: Context,
+    task: MigrationTask,
+    ids: list[str],
+    cursor: dict[str, Any],
+    read: asyncio.Future[list[Snapshot | None]],
+) -> str:
     tally = _Tally(task)
-    snapshots = await ctx.exporter.read(ids) if ids else []
+    snapshots = await read
     present: list[Snapshot] = []
     for sid, snap in zip(ids, snapshots, strict=True):
         if snap is None:
