@@ -54,15 +54,21 @@ EmitCall = Callable[[int, str], Awaitable[Any]]
 
 @dataclass(frozen=True)
 class Sample:
-    """One timed run: wall seconds and per-call latencies (seconds)."""
+    """One timed run: wall seconds, this process's CPU seconds and per-call latencies (seconds)."""
 
     events: int
     wall: float
+    cpu: float
     latencies: list[float]
 
     @property
     def throughput(self) -> float:
         return self.events / self.wall
+
+    @property
+    def cpu_per_event(self) -> float:
+        """Client CPU per emit: less disturbed than wall time by other processes on a shared machine."""
+        return self.cpu / self.events
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies)
@@ -73,12 +79,12 @@ async def run_sequential(emit: EmitCall, actor: str, count: int) -> Sample:
     """``count`` emits one after the other."""
     latencies = []
     clock = time.perf_counter
-    begin = clock()
+    cpu, begin = time.process_time(), clock()
     for i in range(count):
         start = clock()
         await emit(i, actor)
         latencies.append(clock() - start)
-    return Sample(count, clock() - begin, latencies)
+    return Sample(count, clock() - begin, time.process_time() - cpu, latencies)
 
 
 async def run_concurrent(emit: EmitCall, actors: Sequence[str], per_agent: int) -> Sample:
@@ -92,9 +98,9 @@ async def run_concurrent(emit: EmitCall, actors: Sequence[str], per_agent: int) 
             await emit(index * per_agent + i, actor)
             latencies.append(clock() - start)
 
-    begin = clock()
+    cpu, begin = time.process_time(), clock()
     await asyncio.gather(*(agent(index, actor) for index, actor in enumerate(actors)))
-    return Sample(per_agent * len(actors), clock() - begin, latencies)
+    return Sample(per_agent * len(actors), clock() - begin, time.process_time() - cpu, latencies)
 
 
 class Baseline:
@@ -118,7 +124,7 @@ class Baseline:
         tail = [
             "", "", "", 1, cfg.checkpoint_interval, cfg.max_events_per_session, keys.channel,
             ",".join(cfg.failure_states), failure_ttl, cfg.failure_snapshot_events, cfg.index_refresh_ms,
-            cfg.max_checkpoints_per_session,
+            cfg.max_checkpoints_per_session, "PUBLISH",
         ]  # fmt: skip
         tokens = [os.urandom(8).hex() for _ in range(count)]
         head = [self.sha, 6, *keys.all, session_id]
@@ -165,6 +171,22 @@ class Results:
         return [h.throughput / b.throughput for h, b in pairs]
 
 
+async def command_counts(client: RedisClient) -> dict[str, int]:
+    """Calls per command on the server so far (INFO commandstats; commands run by scripts count too)."""
+    stats = await client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(entry["calls"]) for name, entry in stats.items()}
+
+
+def work_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Commands the server ran between two ``command_counts`` (INFO itself excluded)."""
+    delta = {name: calls - before.get(name, 0) for name, calls in after.items() if name != "info"}
+    return {name: calls for name, calls in sorted(delta.items()) if calls}
+
+
+ALLOWED_EXTRA = {"zadd"}
+"""What huddle may send besides the script: the activity-index refresh (ZADD GT, once per index_refresh_ms)."""
+
+
 async def bench(args: argparse.Namespace, url: str) -> dict[str, Any]:
     config = SessionManagerConfig(redis_url=url, namespace=f"bench{uuid.uuid4().hex[:8]}")
     agents = [f"agent-{n:02d}" for n in range(args.agents)]
@@ -177,23 +199,40 @@ async def bench(args: argparse.Namespace, url: str) -> dict[str, Any]:
         await baseline.load()
         server = await raw.info("server")
 
-        async def one(mode: str, side: str, count: int, record: bool) -> None:
+        async def one(mode: str, side: str, count: int, record: bool) -> dict[str, int]:
+            """One timed run on a fresh session; returns the commands the server ran for it."""
             session_id = await new_session(manager, agents if mode == "concurrent" else agents[:1])
             per_agent = max(1, count // len(agents))
             if side == "baseline":
                 emit = baseline.emitter(manager.keys.session(session_id), session_id, count)
             else:
                 emit = huddle_emitter(manager, session_id)
+            before = await command_counts(raw)
             if mode == "sequential":
                 sample = await run_sequential(emit, agents[0], count)
             else:
                 sample = await run_concurrent(emit, agents, per_agent)
+            after = await command_counts(raw)
             if record:
                 results.add(mode, side, sample)
+            return work_delta(before, after)
 
+        # Warm-up, and a check that both sides make the server do the same work (the same commands, as often).
+        work: dict[str, dict[str, int]] = {}
         for mode in ("sequential", "concurrent"):
             for side in ("baseline", "huddle"):
-                await one(mode, side, args.warmup, record=False)
+                work[f"{mode}/{side}"] = await one(mode, side, args.warmup, record=False)
+        extra = {
+            mode: {
+                name: work[f"{mode}/huddle"].get(name, 0) - work[f"{mode}/baseline"].get(name, 0)
+                for name in work[f"{mode}/huddle"].keys() | work[f"{mode}/baseline"].keys()
+                if work[f"{mode}/huddle"].get(name, 0) != work[f"{mode}/baseline"].get(name, 0)
+            }
+            for mode in ("sequential", "concurrent")
+        }
+        same_work = all(
+            name in ALLOWED_EXTRA and diff > 0 for diffs in extra.values() for name, diff in diffs.items()
+        )
         for n in range(args.rounds):
             # ABBA order so neither side always runs first (the machine is shared and noisy).
             order = ("baseline", "huddle") if n % 2 == 0 else ("huddle", "baseline")
@@ -209,6 +248,9 @@ async def bench(args: argparse.Namespace, url: str) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "rounds": args.rounds,
         "agents": args.agents,
+        "server_work_per_warmup_run": work,
+        "huddle_extra_commands": extra,
+        "same_server_work": same_work,
         "modes": {},
     }
     for mode, target in (("sequential", TARGET_SEQUENTIAL), ("concurrent", TARGET_CONCURRENT)):
@@ -219,6 +261,7 @@ async def bench(args: argparse.Namespace, url: str) -> dict[str, Any]:
                 "throughput": results.median(mode, side, lambda s: s.throughput),
                 "p50_ms": results.median(mode, side, lambda s: s.percentile(0.50)) * 1000,
                 "p99_ms": results.median(mode, side, lambda s: s.percentile(0.99)) * 1000,
+                "client_cpu_us_per_event": results.median(mode, side, lambda s: s.cpu_per_event) * 1e6,
             }
         entry["ratio"] = entry["huddle"]["throughput"] / entry["baseline"]["throughput"]
         entry["round_ratios"] = results.round_ratios(mode)
@@ -232,7 +275,16 @@ def print_report(report: dict[str, Any]) -> None:
         f"\nemit_event vs raw EVALSHA — redis {report['redis_version']}, python {report['python']}, "
         f"median of {report['rounds']} rounds"
     )
-    header = f"{'mode':<11} {'side':<9} {'events':>7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
+    seq_work = report["server_work_per_warmup_run"]["sequential/baseline"]
+    extra = {mode: diffs for mode, diffs in report["huddle_extra_commands"].items() if diffs}
+    print(
+        f"server work per side {'identical' if report['same_server_work'] else 'DIFFERENT'} "
+        f"(huddle's extra commands: {extra or 'none'}); per warm-up run: "
+        + ", ".join(f"{name} {calls}" for name, calls in seq_work.items())
+    )
+    header = (
+        f"{'mode':<11} {'side':<9} {'events':>7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'cpu us/op':>10}"
+    )
     print(header)
     print("-" * len(header))
     for mode, entry in report["modes"].items():
@@ -241,7 +293,7 @@ def print_report(report: dict[str, Any]) -> None:
             row = entry[side]
             print(
                 f"{label:<11} {side:<9} {row['events_per_round']:>7} {row['throughput']:>9.0f} "
-                f"{row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f}"
+                f"{row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f} {row['client_cpu_us_per_event']:>10.1f}"
             )
         rounds = ", ".join(f"{r:.2f}" for r in entry["round_ratios"])
         verdict = "met" if entry["met"] else "MISSED"
@@ -263,7 +315,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; medians are reported")
     parser.add_argument("--warmup", type=int, default=300, help="untimed emits per side before the rounds")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--check", action="store_true", help="exit 1 if a ratio misses its target")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if a ratio misses its target or the server work differs"
+    )
     parser.add_argument("--quiet", action="store_true", help="no per-round lines")
     args = parser.parse_args(argv)
     for name in ("events", "concurrent_events", "agents", "rounds", "warmup"):
@@ -287,7 +341,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
     else:
         print_report(report)
     missed = [mode for mode, entry in report["modes"].items() if not entry["met"]]
-    return 1 if args.check and missed else 0
+    return 1 if args.check and (missed or not report["same_server_work"]) else 0
 
 
 if __name__ == "__main__":

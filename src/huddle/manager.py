@@ -83,6 +83,8 @@ class SessionManager:
         self.config = config if config is not None else SessionManagerConfig()
         cfg = self.config
         self.keys = KeySpace(cfg.namespace, cfg.index_shards, cfg.global_channel, cfg.session_channel_prefix)
+        # emit_event is the hot path: build a session's key names once, not per event (bounded LRU).
+        self._session_keys = functools.lru_cache(maxsize=1024)(self.keys.session)
         self._owns_client = client is None
         self.client: RedisClient = client if client is not None else create_client(cfg)
         self.store = SessionStore(self.client, self.keys)
@@ -393,7 +395,7 @@ class SessionManager:
         )
         transition = parsed.state_transition
         cfg = self.config
-        keys = self.keys.session(session_id)
+        keys = self._session_keys(session_id)
         args: list[str | int] = [
             session_id, actor, parsed.type, payload, token,
             "" if expected_seq is None else expected_seq,

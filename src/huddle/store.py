@@ -235,7 +235,7 @@ class SessionStore:
         self, keys: SessionKeys, args: list[str | int], *, min_replicas: int = 0, wait_ms: int = 0
     ) -> EmitResult:
         """Run emit.lua; with ``min_replicas`` also WAIT (up to ``wait_ms``) for replicas to confirm it."""
-        args = [*args, await self.publish_command()]
+        args = [*args, self._publish_command or await self.publish_command()]  # known after the first call
         acked: int | None = None
         if min_replicas > 0:
             reply, acked = await self.scripts.run_and_wait(
