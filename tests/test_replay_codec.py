@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -103,3 +105,16 @@ def test_delta_frames_are_smaller_than_snapshots_of_the_same_state() -> None:
     with_delta, _, _, _ = encode_all(sequence, delta=True, every=1000, compress=False)
     without, _, _, _ = encode_all(sequence, delta=False, every=1000, compress=False)
     assert len(with_delta[0]) * 2 < len(without[0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(states, bodies), min_size=1, max_size=20), st.booleans())
+def test_encoded_frames_are_canonical_json_so_an_export_reimports_byte_for_byte(
+    sequence: list[tuple[tuple[str, str, tuple[str, ...], str | None, str], dict[str, object]]],
+    delta: bool,
+) -> None:
+    blobs, starts, _, _ = encode_all(sequence, delta=delta, every=4, compress=False)
+    for blob, first in zip(blobs, starts, strict=True):
+        for line in unpack_segment(blob, first):
+            body = line[33:]
+            assert canonical_json(json.loads(body)).encode() == body

@@ -67,8 +67,9 @@ async def test_recording_of_three_agents_in_separate_managers_reproduces_the_sta
         replay_id = await replay.stop_recording(sid)
         document = await owner.get_session(sid)
         frames = await all_frames(replay, replay_id)
+        await owner.emit_event(sid, modified(0), "agent-0")  # the hold is gone: this emit trims the log
+        assert (await owner.get_session(sid)).first_seq > document.last_seq - 50
 
-    assert document.first_seq > 1, "the log must have been trimmed during the recording"
     assert [frame.seq for frame in frames] == list(range(1, document.last_seq + 1))
     final = frames[-1].state
     assert (final.state, final.agents, final.checkpoint_id, final.metadata, final.status) == (

@@ -132,6 +132,12 @@ class ReplayConfig(_Frozen):
     )
     read_batch: int = Field(default=500, ge=1, le=10_000, description="events read per XREAD")
     block_ms: int = Field(default=1000, ge=10, le=60_000, description="XREAD BLOCK while following")
+    flush_interval_ms: int = Field(
+        default=100, ge=0, le=10_000, description="frames are written to Redis at most this often (batched)"
+    )
+    poll_ms: int = Field(
+        default=20, ge=0, le=1000, description="pause after a partial read so events batch up (0 = none)"
+    )
 
 
 class ReplayOptions(_Frozen):

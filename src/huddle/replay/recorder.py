@@ -122,6 +122,10 @@ class Recorder:
         self._stop_at: int | None = None
         self._stop = asyncio.Event()
         self._held_at = 0.0
+        self._held_seq = plan.next_seq
+        self._flushed_next = plan.next_seq
+        self._pending: list[EncodedFrame] = []
+        self._last_flush = time.monotonic()
         self.end_reason: str | None = None
         """Why the recording ended (or must end)."""
         self._finalized = False
@@ -152,16 +156,24 @@ class Recorder:
                 if self._stop_at is not None and self.cursor > self._stop_at:
                     break
                 try:
+                    stopping = self._stop_at is not None
                     entries = await self._next_entries()
                     if entries is None:
                         reason = "session_ended"
                         break
+                    if not entries and stopping:
+                        break  # stopping and nothing more to read (e.g. the session expired meanwhile)
                     if entries:
                         async with self._lock:
                             if await self._record(entries):
                                 return
+                    elif self._pending:
+                        async with self._lock:
+                            await self._flush()
                     await self._renew_hold()
                     backoff = 0.05
+                    if entries and len(entries) < self.config.read_batch and self._stop_at is None:
+                        await self._pause()  # let events accumulate: fewer, larger reads and writes
                 except (RedisUnavailableError, *REDIS_DOWN) as exc:
                     log.warning(
                         "recording %s lost Redis (%s); resuming at seq %d", self.replay_id, exc, self.cursor
@@ -188,7 +200,11 @@ class Recorder:
         if time.time() * 1000 > self.deadline_ms:
             self.end_reason = "max_duration"
             return None
-        read = asyncio.ensure_future(self._xread(self.config.block_ms))
+        block = self.config.block_ms
+        if self._pending:
+            due = self._last_flush + self.config.flush_interval_ms / 1000 - time.monotonic()
+            block = max(int(due * 1000), 1)
+        read = asyncio.ensure_future(self._xread(block))
         stop = asyncio.ensure_future(self._stop.wait())
         try:
             done, _ = await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -220,11 +236,17 @@ class Recorder:
         )
         return entries
 
+    async def _pause(self) -> None:
+        if self.config.poll_ms:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.config.poll_ms / 1000)
+
     async def _renew_hold(self, force: bool = False) -> None:
+        """Move the hold up to the first event not stored yet (after each flush) and renew its lease."""
         now = time.monotonic()
-        if force or now - self._held_at >= self._lease_ms / 3000:
-            await self.holds.hold(self.session_id, self.replay_id, self.cursor, self._lease_ms)
-            self._held_at = now
+        if force or self._flushed_next > self._held_seq or now - self._held_at >= self._lease_ms / 3000:
+            await self.holds.hold(self.session_id, self.replay_id, self._flushed_next, self._lease_ms)
+            self._held_at, self._held_seq = now, self._flushed_next
 
     # -- recording -------------------------------------------------------------------------------------------
     async def _record(self, entries: list[tuple[str, dict[str, str]]]) -> bool:
@@ -253,11 +275,24 @@ class Recorder:
             state = apply_event(state, event)
             encoded.append(self.encoder.encode(event, state))
             self.cursor = seq + 1
-        if encoded:
-            await self._store(encoded)
+        self._pending.extend(encoded)
+        if must_end or len(self._pending) >= 4 * self.config.read_batch or self._flush_due():
+            await self._flush()
         if must_end:
             await self._finalize("stopped")
         return must_end
+
+    def _flush_due(self) -> bool:
+        return time.monotonic() - self._last_flush >= self.config.flush_interval_ms / 1000
+
+    async def _flush(self) -> None:
+        """Store the frames encoded since the last flush (one MULTI)."""
+        self._last_flush = time.monotonic()
+        if not self._pending:
+            return
+        frames, self._pending = self._pending, []
+        await self._store(frames)
+        self._flushed_next = frames[-1].seq + 1
 
     async def _store(self, frames: list[EncodedFrame]) -> None:
         """Append frames: the open block is rewritten, blocks started here are pushed, all in one MULTI."""
@@ -316,6 +351,7 @@ class Recorder:
                 return
             async with self._lock:
                 await self._record([e for e in entries if int(e[0][2:]) <= until_seq])
+                await self._flush()
 
     async def stop(self, until_seq: int | None, reason: str = "stopped") -> None:
         """Record up to ``until_seq`` (None: what is there now), then finish the recording."""
@@ -342,6 +378,10 @@ class Recorder:
         self._finalized = True
         reason = self.end_reason or reason
         self.end_reason = reason
+        try:
+            await self._flush()
+        except HuddleError as exc:
+            log.warning("recording %s lost its last %d frames: %s", self.replay_id, len(self._pending), exc)
         try:
             fields = self._progress_fields(None)
             fields.update(status="complete", reason=reason, ended=int(time.time() * 1000))
