@@ -67,6 +67,12 @@ from .shutdown import (
     ShutdownPhase,
     ShutdownStatus,
 )
+from .validation import (
+    ConfigurationReport,
+    EnvironmentValidation,
+    SessionConfigValidator,
+    ValidationResult,
+)
 
 __version__ = "0.1.0"
 
@@ -76,9 +82,11 @@ __all__ = [
     "Checkpoint",
     "CheckpointNotFoundError",
     "ConfigError",
+    "ConfigurationReport",
     "ConflictError",
     "EmbeddedRedis",
     "EmbeddedRedisError",
+    "EnvironmentValidation",
     "Event",
     "EventType",
     "EventsTrimmedError",
@@ -112,6 +120,7 @@ __all__ = [
     "ReplayStats",
     "SequenceConflictError",
     "SessionCompletedError",
+    "SessionConfigValidator",
     "SessionDocument",
     "SessionEvent",
     "SessionExistsError",
@@ -132,6 +141,7 @@ __all__ = [
     "ShuttingDownError",
     "StateConflictError",
     "StateTransition",
+    "ValidationResult",
     "VerifyReport",
     "__version__",
 ]

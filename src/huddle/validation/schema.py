@@ -10,6 +10,7 @@ from typing import Any
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings
 
 from ..config import SessionManagerConfig
 from ..ids import ID_PATTERN, NAME_PATTERN
@@ -19,6 +20,13 @@ MAX_SESSION_TTL = 30 * 86400
 """What ``SessionManager.create_session`` accepts as a per-session ttl."""
 SESSION_OPTIONS = ("session_id", "metadata", "ttl", "initial_state")
 _SPEC_NAMES = {"tls": "ssl", "url": "redis_url"}
+
+
+class _Parsed(SessionManagerConfig):
+    """SessionManagerConfig whose constructor raises pydantic's ValidationError (every field's details kept)."""
+
+    def __init__(self, **values: Any) -> None:
+        BaseSettings.__init__(self, **values)
 
 
 def snake_name(name: str) -> str:
@@ -92,7 +100,7 @@ def check_schema(config: object, findings: Findings) -> SessionManagerConfig | N
         return None
     data = normalize(config, findings)
     try:
-        parsed = SessionManagerConfig.model_validate(data)
+        parsed = SessionManagerConfig(**dict(_Parsed(**data)))
     except ValidationError as exc:
         for error in exc.errors():
             field, message = _message(error)
