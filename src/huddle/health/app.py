@@ -17,7 +17,7 @@ from starlette.routing import Route
 from .checks import UNREACHABLE
 from .config import HealthConfig
 from .prometheus import CONTENT_TYPE
-from .report import HealthCheckEndpoint, http_status, ietf_status
+from .report import HealthCheckEndpoint, HealthReport, http_status, ietf_status
 
 if TYPE_CHECKING:
     from .service import SessionHealthCheck
@@ -72,6 +72,15 @@ def build_app(health: SessionHealthCheck) -> Starlette:
     def respond(value: Any, status: int = 200, media_type: str = HEALTH_JSON) -> Response:
         return Response(health.to_json(value), status_code=status, media_type=media_type)
 
+    bodies: dict[str, tuple[HealthReport, str]] = {}
+
+    def respond_cached(path: str, report: HealthReport, build: Callable[[], Any]) -> Response:
+        """Serialize a body once per report: the report only changes once per check."""
+        hit = bodies.get(path)
+        if hit is None or hit[0] is not report:  # the cache holds the report, so its identity is not reused
+            hit = bodies[path] = (report, health.to_json(build()))
+        return Response(hit[1], status_code=report.http_status, media_type=HEALTH_JSON)
+
     def protected(handler: Handler) -> Handler:
         if token is None:
             return handler
@@ -88,7 +97,10 @@ def build_app(health: SessionHealthCheck) -> Starlette:
 
     async def basic(request: Request) -> Response:
         report = await health.get_health_status()
-        body = {
+        return respond_cached("/health", report, lambda: basic_body(report))
+
+    def basic_body(report: HealthReport) -> dict[str, Any]:
+        return {
             "status": report.status,
             "overall": report.overall,
             "version": report.version,
@@ -98,18 +110,20 @@ def build_app(health: SessionHealthCheck) -> Starlette:
             "time": report.time.isoformat(),
             "components": {name: component.level for name, component in report.components.items()},
         }
-        return respond(body, report.http_status)
 
     async def detailed(request: Request) -> Response:
         report = await health.get_health_status()
-        return respond(report, report.http_status)
+        return respond_cached("/health/detailed", report, lambda: report)
 
     async def metrics(request: Request) -> Response:
         return respond(health.metrics(), media_type=JSON)
 
     async def components(request: Request) -> Response:
         report = await health.get_health_status()
-        body = {
+        return respond_cached("/health/components", report, lambda: components_body(report))
+
+    def components_body(report: HealthReport) -> dict[str, Any]:
+        return {
             "status": report.status,
             "overall": report.overall,
             "time": report.time.isoformat(),
@@ -118,7 +132,6 @@ def build_app(health: SessionHealthCheck) -> Starlette:
                 for name, component in report.components.items()
             },
         }
-        return respond(body, report.http_status)
 
     async def component(name: str, extra: dict[str, Any] | None = None) -> Response:
         report = await health.get_health_status()

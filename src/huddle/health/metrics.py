@@ -7,7 +7,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from .report import PerformanceReport, WindowReport
-from .windows import Clock, SlidingWindow, WindowFigures
+from .windows import Clock, SlidingWindow, WindowFigures, combined
 
 WINDOWS: dict[str, float] = {"1m": 60.0, "5m": 300.0}
 CUSTOM = "custom"
@@ -47,13 +47,13 @@ class PerformanceMonitor:
     ) -> None:
         self._clock = clock
         self._max_operations = max_operations
-        self.total = SlidingWindow(clock=clock)
         self.operations: dict[str, SlidingWindow] = {}
         self.lifetime_operations = 0
         self.lifetime_errors = 0
         self._duration: Histogram | None = None
-        self._outcomes: Counter | None = None
-        self._children: dict[tuple[str, bool], tuple[Callable[[float], None], Callable[[], None]]] = {}
+        self._errors: Counter | None = None
+        self._observers: dict[str, Callable[[float], None]] = {}
+        self._error_counters: dict[str, Callable[[], None]] = {}
         if registry is not None:
             self._duration = Histogram(
                 "huddle_operation_duration_seconds",
@@ -62,10 +62,10 @@ class PerformanceMonitor:
                 registry=registry,
                 buckets=PROMETHEUS_BUCKETS,
             )
-            self._outcomes = Counter(
-                "huddle_operations",
-                "Session operations by outcome.",
-                ["operation", "outcome"],
+            self._errors = Counter(
+                "huddle_operation_errors",
+                "Failed session operations (all operations: huddle_operation_duration_seconds_count).",
+                ["operation"],
                 registry=registry,
             )
 
@@ -79,26 +79,28 @@ class PerformanceMonitor:
                 window = self.operations[operation] = SlidingWindow(clock=self._clock)
         return window
 
+    def _label(self, operation: str) -> str:
+        return operation if operation in self.operations else "other"
+
     def _prometheus(self, operation: str, seconds: float | None, ok: bool) -> None:
-        if self._duration is None or self._outcomes is None:
+        if self._duration is None or self._errors is None:
             return
-        key = (operation, ok)
-        child = self._children.get(key)
-        if child is None:
-            name = operation if operation in self.operations else "other"
-            duration = self._duration.labels(name)
-            outcome = self._outcomes.labels(name, "ok" if ok else "error")
-            child = self._children[key] = (duration.observe, outcome.inc)
         if seconds is not None:
-            child[0](seconds)
-        child[1]()
+            observe = self._observers.get(operation)
+            if observe is None:
+                observe = self._observers[operation] = self._duration.labels(self._label(operation)).observe
+            observe(seconds)
+        if not ok:
+            count = self._error_counters.get(operation)
+            if count is None:
+                count = self._error_counters[operation] = self._errors.labels(self._label(operation)).inc
+            count()
 
     def observe(self, operation: str, seconds: float | None, ok: bool = True) -> None:
         """Record one operation: its duration in seconds (None if untimed) and whether it succeeded."""
         self.lifetime_operations += 1
         if not ok:
             self.lifetime_errors += 1
-        self.total.record(seconds, ok)
         self._window(operation).record(seconds, ok)
         self._prometheus(operation, seconds, ok)
 
@@ -110,9 +112,13 @@ class PerformanceMonitor:
         """Record a failed operation of yours (untimed)."""
         self.observe(operation, None, False)
 
+    def total(self, seconds: float) -> WindowFigures:
+        """Every operation taken together over the last ``seconds``."""
+        return combined(list(self.operations.values()), seconds)
+
     def report(self) -> PerformanceReport:
         """Figures for every window, over all operations and per operation."""
-        windows = {name: window_report(self.total.figures(seconds)) for name, seconds in WINDOWS.items()}
+        windows = {name: window_report(self.total(seconds)) for name, seconds in WINDOWS.items()}
         per_operation = {
             operation: {name: window_report(window.figures(seconds)) for name, seconds in WINDOWS.items()}
             for operation, window in sorted(self.operations.items())

@@ -84,10 +84,13 @@ class HealthCollector:
             "Failed / all operations over a sliding window.",
             labels=["operation", "window"],
         )
-        windows = [("all", self._performance.total), *sorted(self._performance.operations.items())]
-        for operation, window in windows:
+        performance = self._performance
+        for operation in ["all", *sorted(performance.operations)]:
             for name, seconds in WINDOWS.items():
-                figures = window.figures(seconds)
+                if operation == "all":
+                    figures = performance.total(seconds)
+                else:
+                    figures = performance.operations[operation].figures(seconds)
                 throughput.add_metric([operation, name], figures.throughput_per_second)
                 errors.add_metric([operation, name], figures.error_rate)
                 for quantile, value in (

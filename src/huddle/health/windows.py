@@ -89,8 +89,7 @@ class SlidingWindow:
         if seconds is not None:
             slot.histogram.record_us(int(seconds * 1_000_000))
 
-    def figures(self, window: float) -> WindowFigures:
-        """Counts, rates and latency percentiles of the last ``window`` seconds (at most the horizon)."""
+    def _included(self, window: float) -> tuple[list[_Slot], float, float]:
         window = min(window, self.horizon)
         now = self._clock()
         current = int(now // self.slot_seconds)
@@ -98,19 +97,34 @@ class SlidingWindow:
         if window % self.slot_seconds:
             oldest -= 1
         included = [slot for slot in self._slots if oldest <= slot.number <= current]
-        histogram = LatencyHistogram.merged(slot.histogram for slot in included)
-        covered = now - max(oldest * self.slot_seconds, self._started)
-        p50, p95, p99 = histogram.percentiles_ms(0.5, 0.95, 0.99)
-        mean = histogram.mean_us
-        return WindowFigures(
-            window_seconds=window,
-            covered_seconds=max(covered, 0.0),
-            operations=sum(slot.operations for slot in included),
-            errors=sum(slot.errors for slot in included),
-            timed=histogram.count,
-            mean_ms=mean / 1000 if mean is not None else None,
-            p50_ms=p50,
-            p95_ms=p95,
-            p99_ms=p99,
-            max_ms=histogram.max_us / 1000 if histogram.count else None,
-        )
+        covered = max(now - max(oldest * self.slot_seconds, self._started), 0.0)
+        return included, covered, window
+
+    def figures(self, window: float) -> WindowFigures:
+        """Counts, rates and latency percentiles of the last ``window`` seconds (at most the horizon)."""
+        return combined([self], window)
+
+
+def combined(windows: list[SlidingWindow], window: float) -> WindowFigures:
+    """The figures of several windows (same clock and slot length) taken together."""
+    slots: list[_Slot] = []
+    covered, length = 0.0, window
+    for part in windows:
+        included, part_covered, length = part._included(window)
+        slots.extend(included)
+        covered = max(covered, part_covered)
+    histogram = LatencyHistogram.merged(slot.histogram for slot in slots)
+    p50, p95, p99 = histogram.percentiles_ms(0.5, 0.95, 0.99)
+    mean = histogram.mean_us
+    return WindowFigures(
+        window_seconds=length,
+        covered_seconds=covered,
+        operations=sum(slot.operations for slot in slots),
+        errors=sum(slot.errors for slot in slots),
+        timed=histogram.count,
+        mean_ms=mean / 1000 if mean is not None else None,
+        p50_ms=p50,
+        p95_ms=p95,
+        p99_ms=p99,
+        max_ms=histogram.max_us / 1000 if histogram.count else None,
+    )
