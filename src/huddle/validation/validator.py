@@ -203,8 +203,9 @@ class SessionConfigValidator:
             findings.error("auth_failed", "connection", f"authentication to {target} failed: {exc}")
         except NoPermissionError as exc:
             findings.error(
-                "not_permitted", "connection", f"connected to {target}, but PING is not permitted: {exc}"
-            )
+                "not_permitted", "connection",
+                f"{target} refused a command huddle needs ({exc}); see the ACL in docs/configuration.md",
+            )  # fmt: skip
         except (RedisError, OSError, HuddleError) as exc:
             findings.error("unreachable", "connection", f"cannot connect to {target}: {_cause(exc)}")
         else:
