@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 
-from huddle import SessionManager
+from huddle import EmbeddedRedis, SessionManager
 
 MakeManager = Callable[..., Awaitable[SessionManager]]
+
+
+async def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m huddle ARGS`` in a thread (the test's event loop keeps running)."""
+    command = [sys.executable, "-m", "huddle", *args]
+    return await asyncio.to_thread(
+        subprocess.run, command, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def transition(etype: str, source: str, target: str) -> dict[str, object]:
@@ -78,3 +91,24 @@ async def test_stats_without_event_scan_skip_the_logs(manager: SessionManager) -
     await manager.emit_event(sid, {"type": "modified"}, "a")
     stats = await manager.get_stats(scan_events=False)
     assert stats.active_sessions == 1 and stats.events_scanned == 0 and stats.event_types == {}
+
+
+async def test_stats_command_prints_the_statistics_as_json(
+    manager: SessionManager, redis_server: EmbeddedRedis
+) -> None:
+    sid = await manager.create_session("alice")
+    await manager.emit_event(sid, {"type": "modified"}, "alice")
+    env = {**os.environ, "HUDDLE_REDIS_URL": redis_server.url, "HUDDLE_NAMESPACE": manager.config.namespace}
+    done = await run_cli(["stats", "--json"], env)
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    assert printed["active_sessions"] == 1 and printed["event_types"]["modified"] == 1
+    assert printed["agent_workload"][0]["agent_id"] == "alice"
+
+
+async def test_stats_command_renders_tables(manager: SessionManager, redis_server: EmbeddedRedis) -> None:
+    await manager.create_session("alice")
+    env = {**os.environ, "HUDDLE_REDIS_URL": redis_server.url, "HUDDLE_NAMESPACE": manager.config.namespace}
+    done = await run_cli(["stats"], env)
+    assert done.returncode == 0, done.stderr
+    assert "active sessions" in done.stdout and "Agent workload" in done.stdout
