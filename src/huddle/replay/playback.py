@@ -56,10 +56,10 @@ def _block_for_key(session: ReplaySession, key: str, value: int) -> int:
     return max(bisect.bisect_right(values, value) - 1, 0)
 
 
-async def iter_frames(
+async def iter_blocks(
     storage: ReplayStorage, session: ReplaySession, *, start: int, validate: bool
-) -> AsyncIterator[ReplayFrame]:
-    """Every frame from index ``start`` on (decoding starts at the snapshot of its block)."""
+) -> AsyncIterator[list[ReplayFrame]]:
+    """Frames from index ``start`` on, one decoded block at a time (decoding starts at the block's snapshot)."""
     if not session.index or start >= session.info.frames:
         return
     block = _block_for(session, start)
@@ -77,14 +77,19 @@ async def iter_frames(
                 # Deliver the good frames before the bad one, then stop there.
                 cursor = DecodeCursor(entry["i"], bytes.fromhex(entry["p"]), session.initial)
                 good = decode_lines(lines[: max(exc.frame - entry["i"], 0)], cursor, validate=validate)
-                for frame in good:
-                    if frame.index >= start:
-                        yield frame
+                yield [frame for frame in good if frame.index >= start]
                 raise
-            for frame in frames:
-                if frame.index >= start:
-                    yield frame
+            yield frames if entry["i"] >= start else [frame for frame in frames if frame.index >= start]
         block += len(blobs)
+
+
+async def iter_frames(
+    storage: ReplayStorage, session: ReplaySession, *, start: int, validate: bool
+) -> AsyncIterator[ReplayFrame]:
+    """Every frame from index ``start`` on."""
+    async for frames in iter_blocks(storage, session, start=start, validate=validate):
+        for frame in frames:
+            yield frame
 
 
 def matches(frame: ReplayFrame, options: ReplayOptions) -> bool:
@@ -123,33 +128,35 @@ async def play(
 ) -> int:
     """Deliver the selected frames to ``on_frame(frame, n)`` with recorded timing / speed; returns how many."""
     now = clock or asyncio.get_running_loop().time
+    low_seq = options.from_seq if options.from_seq is not None else 0
     start_ms = int(options.start_time.timestamp() * 1000) if options.start_time is not None else None
     end_ms = int(options.end_time.timestamp() * 1000) if options.end_time is not None else None
+    selective = options.event_types is not None or options.agents is not None
+    first, speed = session.position, options.speed
     delivered = 0
     origin: tuple[float, int] | None = None
-    async for frame in iter_frames(storage, session, start=start_frame(session, options), validate=validate):
-        if frame.index < session.position:
-            continue
-        if options.from_seq is not None and frame.seq < options.from_seq:
-            continue
-        if start_ms is not None and frame.at_ms < start_ms:
-            continue
-        if _past_end(frame, options, end_ms):
-            break
-        if not matches(frame, options):
-            continue
-        if options.speed:
-            if origin is None:
-                origin = (now(), frame.at_ms)
-            else:
-                due = origin[0] + (frame.at_ms - origin[1]) / 1000 / options.speed
-                wait = due - now()
-                if wait > 0:
-                    await sleep(wait)
-        result = on_frame(frame, delivered)
-        if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
-            await result
-        delivered += 1
+    async for block in iter_blocks(storage, session, start=start_frame(session, options), validate=validate):
+        for frame in block:
+            if frame.index < first or frame.event.seq < low_seq:
+                continue
+            if start_ms is not None and frame.event.at_ms < start_ms:
+                continue
+            if _past_end(frame, options, end_ms):
+                session.delivered += delivered
+                return delivered
+            if selective and not matches(frame, options):
+                continue
+            if speed:
+                if origin is None:
+                    origin = (now(), frame.event.at_ms)
+                else:
+                    wait = origin[0] + (frame.event.at_ms - origin[1]) / 1000 / speed - now()
+                    if wait > 0:
+                        await sleep(wait)
+            result = on_frame(frame, delivered)
+            if result is not None and (asyncio.iscoroutine(result) or isinstance(result, asyncio.Future)):
+                await result
+            delivered += 1
     session.delivered += delivered
     return delivered
 
