@@ -11,6 +11,7 @@ from rich.markup import escape
 from .. import __version__
 from ..errors import HuddleError
 from .common import err_console
+from .config import config_app
 from .demo import demo_command
 from .migrate import migrate_command
 from .replay import replay_app
@@ -27,6 +28,7 @@ app = typer.Typer(
 app.command("demo")(demo_command)
 app.command("migrate")(migrate_command)
 app.add_typer(replay_app, name="replay")
+app.add_typer(config_app, name="config")
 app.command("serve")(serve_command)
 app.command("stats")(stats_command)
 
@@ -56,7 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``huddle`` script: errors print one line (a traceback with ``--debug``)."""
     args = sys.argv[1:] if argv is None else argv
     try:
-        app(args=args, standalone_mode=False)
+        code = app(args=args, standalone_mode=False)
+        if isinstance(code, int) and code:  # without standalone mode click returns typer.Exit's code
+            sys.exit(code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except HuddleError as exc:

@@ -59,11 +59,12 @@ class SessionConfigValidator:
         self.expected_concurrency = expected_concurrency
 
     # -- static ------------------------------------------------------------------------------------------------
-    async def validate_config(self, config: object) -> ValidationResult:
-        """Types, ranges and cross-field consistency of ``config`` (a mapping or SessionManagerConfig), plus
-        performance recommendations (measured from stored sessions when a client was given)."""
+    async def validate_config(self, config: object = None) -> ValidationResult:
+        """Types, ranges and cross-field consistency of ``config`` (a mapping or SessionManagerConfig; None: the
+        validator's config, else ``HUDDLE_*``), plus performance recommendations (measured from stored sessions
+        when a client was given)."""
         findings = Findings()
-        parsed = schema.check_schema(config, findings)
+        parsed = self._settings(config, findings)
         if parsed is not None:
             schema.check_consistency(parsed, findings)
             performance.check_static(parsed, findings, self.expected_concurrency)
@@ -141,8 +142,7 @@ class SessionConfigValidator:
     ) -> ConfigurationReport:
         """The configuration's validation, its environment validation and every recommendation, in one report."""
         env = check_environment_name(environment)
-        source = config if config is not None else self.config
-        validation = await self.validate_config(source if source is not None else self._env_mapping())
+        validation = await self.validate_config(config)
         findings = Findings()
         parsed = self._settings(config, findings)
         facts = await self._environment(env, parsed, findings) if parsed is not None else None
@@ -159,12 +159,6 @@ class SessionConfigValidator:
         )  # fmt: skip
 
     # -- helpers -----------------------------------------------------------------------------------------------
-    def _env_mapping(self) -> Mapping[str, Any]:
-        try:
-            return SessionManagerConfig().model_dump()
-        except ConfigError as exc:
-            return {"(environment)": str(exc)}
-
     def _from_env(self, findings: Findings) -> SessionManagerConfig | None:
         try:
             return SessionManagerConfig()
