@@ -308,11 +308,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--concurrent-events",
         type=int,
-        default=5000,
+        default=10000,
         help="concurrent emits per round and side (split over agents)",
     )
     parser.add_argument("--agents", type=int, default=50, help="concurrent agents (tasks), one session")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; medians are reported")
+    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds; medians are reported")
     parser.add_argument("--warmup", type=int, default=300, help="untimed emits per side before the rounds")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument(
