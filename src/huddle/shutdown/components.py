@@ -123,16 +123,70 @@ def _recording_from(item: Any) -> RecoveryRecording:
 
 
 async def preserve_tasks(migration: object) -> list[RecoveryTask]:
-    """Stop running migrations and syncs at a resumable cursor; returns what to resume."""
+    """Stop running migrations and syncs at a resumable cursor; returns what to resume.
+
+    A component without a suspend hook is read through ``list_cross_instance_sessions()`` (its syncs, with
+    the last synced seq as cursor) and ``list_migrations()`` (tasks running now), then closed: SessionMigration
+    persists each task's cursor and leaves stopped tasks resumable."""
     found, suspended = await call_first(migration, TASK_SUSPEND_HOOKS)
-    if not found:
-        return []
+    if found:
+        return [_task_from(item) for item in suspended or ()]
     tasks: list[RecoveryTask] = []
-    for item in suspended or ():
-        if isinstance(item, RecoveryTask):
-            tasks.append(item)
-        elif isinstance(item, dict):
-            tasks.append(RecoveryTask.model_validate(item))
-        else:
-            tasks.append(RecoveryTask.model_validate(item, from_attributes=True))
+    links = find_hook(migration, ("list_cross_instance_sessions",))
+    for link in (await call(links)) if links is not None else ():
+        if getattr(link, "status", "") in ("stopped", "source_gone", "failed"):
+            continue
+        details = {
+            "session_id": link.session_id,
+            "target_instance": link.target_instance,
+            "sync_mode": link.sync_mode,
+        }
+        task_id = f"{link.session_id}@{link.target_instance}"
+        tasks.append(RecoveryTask(kind="sync", task_id=task_id, cursor=link.last_synced_seq, details=details))
+    lister = find_hook(migration, ("list_migrations",))
+    for task in (await call(lister, 1000)) if lister is not None else ():
+        if getattr(task, "status", "") in ("pending", "running"):
+            tasks.append(
+                RecoveryTask(kind="migration", task_id=task.task_id, cursor=getattr(task, "cursor", None))
+            )
+    if tasks:
+        await close_component(migration)
     return tasks
+
+
+def _task_from(item: Any) -> RecoveryTask:
+    if isinstance(item, RecoveryTask):
+        return item
+    if isinstance(item, dict):
+        return RecoveryTask.model_validate(item)
+    return RecoveryTask.model_validate(item, from_attributes=True)
+
+
+async def resume_tasks(migration: object, tasks: list[RecoveryTask]) -> tuple[list[str], list[str]]:
+    """Resume ``tasks`` through the component's resume hook, else task by task; (resumed ids, errors)."""
+    hook = find_hook(migration, TASK_RESUME_HOOKS)
+    if hook is not None:
+        try:
+            await call(hook, tasks)
+        except Exception as exc:
+            return [], [f"resuming migration/sync tasks failed: {exc}"]
+        return [task.task_id for task in tasks], []
+    resumed: list[str] = []
+    errors: list[str] = []
+    for task in tasks:
+        args: tuple[Any, ...] = (task.task_id,)
+        hook = find_hook(migration, ("resume_migration",))
+        if task.kind == "sync":
+            details = task.details
+            args = (details.get("session_id"), details.get("target_instance"), details.get("sync_mode"))
+            hook = find_hook(migration, ("setup_cross_instance_sync",))
+        if hook is None:
+            errors.append(f"the migration component cannot resume {task.kind} {task.task_id}")
+            continue
+        try:
+            await call(hook, *args)
+        except Exception as exc:
+            errors.append(f"resuming {task.kind} {task.task_id} failed: {exc}")
+        else:
+            resumed.append(task.task_id)
+    return resumed, errors

@@ -48,15 +48,8 @@ async def resume_from(
         recordings, failed = await _resume_recordings(replay, data)
         errors.extend(failed)
     if migration is not None and data.tasks:
-        try:
-            found, _ = await components.call_first(migration, components.TASK_RESUME_HOOKS, list(data.tasks))
-        except Exception as exc:
-            errors.append(f"resuming migration/sync tasks failed: {exc}")
-        else:
-            if found:
-                tasks = [task.task_id for task in data.tasks]
-            else:
-                errors.append("the migration component has no resume hook; tasks were not resumed")
+        tasks, failed = await components.resume_tasks(migration, list(data.tasks))
+        errors.extend(failed)
     return ResumeReport(
         sessions_adopted=adopted,
         sessions_gone=gone,
