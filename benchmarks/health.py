@@ -3,8 +3,9 @@
 Run: ``.venv/bin/python benchmarks/health.py`` (``--quick`` for a short run). Uses ``HUDDLE_REDIS_URL`` if set,
 else starts an embedded redis-server.
 
-1. HTTP: ``huddle serve`` runs in its own process; this process is the load generator (an httpx async client
-   pool, ``--concurrency`` requests in flight). Each endpoint is hammered for ``--duration`` seconds and
+1. HTTP: ``huddle serve`` runs in its own process; the load comes from another process: ``wrk`` when it is on
+   PATH (``apt-get install wrk``), else this process with an httpx async client pool (much slower: on a small
+   machine it measures itself more than the server); ``--concurrency`` requests in flight. Each endpoint is hammered for ``--duration`` seconds and
    requests/s and latency percentiles are measured. ``/livez`` (no Redis, no work) is the baseline of the same
    run: the HTTP stack's own ceiling on this machine; the other endpoints are reported as a ratio of it.
 2. Metrics cost: ``emit_event`` throughput of a manager with a ``SessionHealthCheck`` attached (per-operation
@@ -19,6 +20,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -92,16 +95,49 @@ async def hammer(base: str, path: str, seconds: float, concurrency: int) -> dict
     return {"rps": latencies.count / elapsed, "p50": p50 or 0.0, "p99": p99 or 0.0, "errors": errors}
 
 
-async def http_benchmark(redis_url: str, seconds: float, concurrency: int) -> None:
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([0-9.]+)(us|ms|s)", text)
+    if match is None:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _find(pattern: str, text: str) -> str:
+    match = re.search(pattern, text)
+    if match is None:
+        raise ValueError(f"wrk output without {pattern!r}: {text}")
+    return match.group(1)
+
+
+async def hammer_wrk(base: str, path: str, seconds: float, concurrency: int) -> dict[str, float]:
+    """The same measurement with wrk (C, one thread): a load generator that is not itself the bottleneck."""
+    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--latency", base + path]
+    done = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, check=True)
+    out = done.stdout
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return {
+        "rps": float(_find(r"Requests/sec:\s+([0-9.]+)", out)),
+        "p50": _ms(_find(r"\s50%\s+(\S+)", out)),
+        "p99": _ms(_find(r"\s99%\s+(\S+)", out)),
+        "errors": float(bad.group(1)) if bad else 0.0,
+    }
+
+
+async def http_benchmark(redis_url: str, seconds: float, concurrency: int, use_wrk: bool) -> None:
     process, base = start_server(redis_url, f"bench{uuid.uuid4().hex[:6]}")
+    load = hammer_wrk if use_wrk else hammer
+    generator = "wrk -t1" if use_wrk else "an httpx client pool"
     try:
         print(
-            f"\nHTTP: huddle serve in pid {process.pid}; load from pid {os.getpid()}, {concurrency} in flight"
+            f"\nHTTP: huddle serve in pid {process.pid}; load: {generator} (own process), {concurrency} in flight"
         )
         print(f"{'endpoint':<18}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'vs /livez':>11}{'errors':>8}")
         baseline = None
         for path in ENDPOINTS:
-            result = await hammer(base, path, seconds, concurrency)
+            result = await load(base, path, seconds, concurrency)
             baseline = baseline or result["rps"]
             print(
                 f"{path:<18}{result['rps']:>10.0f}{result['p50']:>10.2f}{result['p99']:>10.2f}"
@@ -183,7 +219,8 @@ async def main(args: argparse.Namespace) -> int:
             server = await stack.enter_async_context(EmbeddedRedis())
             url = server.url
             print(f"embedded redis-server {server.version()} at {url}")
-        await http_benchmark(url, args.duration, args.concurrency)
+        use_wrk = shutil.which("wrk") is not None and not args.httpx
+        await http_benchmark(url, args.duration, args.concurrency, use_wrk)
         config = SessionManagerConfig(
             redis_url=url, namespace=f"bench{uuid.uuid4().hex[:6]}", max_events_per_session=100_000
         )
@@ -200,6 +237,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=32, help="HTTP requests in flight")
     parser.add_argument("--events", type=int, default=2000, help="events per emit round")
     parser.add_argument("--rounds", type=int, default=8, help="alternating rounds per mode")
+    parser.add_argument(
+        "--httpx", action="store_true", help="generate HTTP load with httpx even if wrk exists"
+    )
     parser.add_argument("--quick", action="store_true", help="short run (1 s per endpoint, 4 rounds of 600)")
     args = parser.parse_args(argv)
     if args.quick:
