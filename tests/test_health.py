@@ -320,3 +320,44 @@ async def test_responses_mask_url_credentials_and_known_secrets(manager: Session
         )
     assert "hunter22" not in text and "tok-abcdef-123456" not in text
     assert "redis://user:***@db:6379/0" in text
+
+
+async def test_replay_recordings_in_progress_come_from_a_real_session_replay(
+    health: SessionHealthCheck, manager: SessionManager
+) -> None:
+    from huddle import SessionReplay
+
+    async with SessionReplay(manager) as replay:
+        sid = await manager.create_session("agent-a")
+        await replay.start_recording(sid)
+        await health.initialize(session_manager=manager, session_replay=replay)
+        component = (await health.check_now()).components["replay"]
+        assert component.level == "healthy"
+        assert component.checks["replay:recordingsInProgress"].observed_value == 1
+        await replay.stop_recording(sid)
+        after = (await health.check_now()).components["replay"]
+        assert after.checks["replay:recordingsInProgress"].observed_value == 0
+
+
+async def test_migration_sync_lag_is_measured_from_a_real_session_migration(
+    health: SessionHealthCheck, manager: SessionManager, own_redis: EmbeddedRedis, redis_server: EmbeddedRedis
+) -> None:
+    from huddle import MigrationConfig, SessionMigration
+
+    config = MigrationConfig(
+        source_url=redis_server.url, target_url=own_redis.url, namespace=manager.config.namespace
+    )
+    async with SessionMigration(config) as migration:
+        sid = await manager.create_session("agent-a")
+        await migration.setup_cross_instance_sync(sid, "target", "manual")
+        await migration.sync_session(sid)
+        for _ in range(3):
+            await manager.emit_event(sid, {"type": "modified"}, "agent-a")
+        await health.initialize(session_manager=manager, session_migration=migration)
+        behind = (await health.check_now()).components["migration"]
+        assert behind.checks["migration:syncLinks"].observed_value == 1
+        assert behind.checks["migration:syncLagEvents"].observed_value == 3
+        assert behind.checks["migration:runningTasks"].observed_value == 0
+        await migration.sync_session(sid)
+        caught_up = (await health.check_now()).components["migration"]
+        assert caught_up.checks["migration:syncLagEvents"].observed_value == 0

@@ -189,4 +189,6 @@ def test_redis_outage_turns_health_down_and_back_without_restarting_the_server()
             assert server.get("/health").json()["overall"] == "healthy"
             assert server.get("/readyz").status_code == 200
         finally:
-            assert server.stop() == 0
+            code = server.stop()
+    assert code == 0
+    assert "redis:connection is down" in server.stderr and "redis:connection recovered" in server.stderr

@@ -10,9 +10,10 @@ from collections.abc import Callable, Iterator
 
 import typer
 import uvicorn
+from rich.markup import escape
 
 from ..errors import RedisUnavailableError
-from ..health import HealthConfig, SessionHealthCheck
+from ..health import Alert, HealthConfig, SessionHealthCheck
 from ..manager import SessionManager
 from .common import err_console, redis_config
 
@@ -47,6 +48,12 @@ class HealthServer(uvicorn.Server):
         self._on_signal(sig)
 
 
+def print_alert(alert: Alert, redact: Callable[[str], str]) -> None:
+    """One line on stderr per alert transition (secrets masked)."""
+    colour = "green" if alert.resolved else "yellow" if alert.level == "warning" else "red"
+    err_console.print(f"[{colour}]alert[/] {escape(redact(alert.message))}")
+
+
 async def run_service(host: str, port: int, health_config: HealthConfig, log_level: str) -> None:
     """Serve the health app for the configured Redis until a signal arrives, then close everything."""
     async with redis_config() as config:
@@ -56,6 +63,7 @@ async def run_service(host: str, port: int, health_config: HealthConfig, log_lev
         except RedisUnavailableError as exc:  # serve anyway: /health says down until Redis answers
             err_console.print(f"[yellow]warning[/] Redis is not reachable yet: {exc}")
         health = SessionHealthCheck(health_config)
+        health.add_alert_callback(lambda alert: print_alert(alert, health.redact))
         try:
             await health.initialize(session_manager=manager)
 
