@@ -361,3 +361,23 @@ async def test_migration_sync_lag_is_measured_from_a_real_session_migration(
         await migration.sync_session(sid)
         caught_up = (await health.check_now()).components["migration"]
         assert caught_up.checks["migration:syncLagEvents"].observed_value == 0
+
+
+async def test_a_least_privilege_acl_user_gets_a_healthy_report(
+    health: SessionHealthCheck, own_redis: EmbeddedRedis
+) -> None:
+    from huddle.acl import create_acl_user
+
+    admin = create_client(SessionManagerConfig(redis_url=own_redis.url))
+    await create_acl_user(admin, "huddle-health", "acl-pass-1234", "acl")
+    await admin.aclose()
+    config = SessionManagerConfig(
+        redis_url=own_redis.url, username="huddle-health", password="acl-pass-1234", namespace="acl"
+    )
+    async with SessionManager(config) as manager:
+        await manager.create_session("agent-a")
+        await health.initialize(session_manager=manager)
+        report = await health.check_now()
+        assert report.overall == "healthy", [c.output for c in report.components.values() if c.output]
+        assert report.components["sessions"].checks["sessions:active"].observed_value == 1
+        assert (await health.check_readiness()).ready
