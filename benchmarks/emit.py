@@ -75,19 +75,29 @@ class Sample:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def run_sequential(emit: EmitCall, actor: str, count: int) -> Sample:
-    """``count`` emits one after the other."""
+def merged(samples: Sequence[Sample]) -> Sample:
+    """Several blocks of one side as one sample."""
+    return Sample(
+        sum(s.events for s in samples),
+        sum(s.wall for s in samples),
+        sum(s.cpu for s in samples),
+        [latency for s in samples for latency in s.latencies],
+    )
+
+
+async def run_sequential(emit: EmitCall, actor: str, count: int, first: int = 0) -> Sample:
+    """``count`` emits one after the other (event numbers ``first`` on)."""
     latencies = []
     clock = time.perf_counter
     cpu, begin = time.process_time(), clock()
-    for i in range(count):
+    for i in range(first, first + count):
         start = clock()
         await emit(i, actor)
         latencies.append(clock() - start)
     return Sample(count, clock() - begin, time.process_time() - cpu, latencies)
 
 
-async def run_concurrent(emit: EmitCall, actors: Sequence[str], per_agent: int) -> Sample:
+async def run_concurrent(emit: EmitCall, actors: Sequence[str], per_agent: int, first: int = 0) -> Sample:
     """Every actor emits ``per_agent`` events, all actors at once (one task each)."""
     latencies: list[float] = []
     clock = time.perf_counter
@@ -95,7 +105,7 @@ async def run_concurrent(emit: EmitCall, actors: Sequence[str], per_agent: int) 
     async def agent(index: int, actor: str) -> None:
         for i in range(per_agent):
             start = clock()
-            await emit(index * per_agent + i, actor)
+            await emit(first + index * per_agent + i, actor)
             latencies.append(clock() - start)
 
     cpu, begin = time.process_time(), clock()
@@ -199,29 +209,41 @@ async def bench(args: argparse.Namespace, url: str) -> dict[str, Any]:
         await baseline.load()
         server = await raw.info("server")
 
-        async def one(mode: str, side: str, count: int, record: bool) -> dict[str, int]:
-            """One timed run on a fresh session; returns the commands the server ran for it."""
+        async def emitter(mode: str, side: str, count: int) -> EmitCall:
+            """An emit call on a fresh session (set-up, not timed)."""
             session_id = await new_session(manager, agents if mode == "concurrent" else agents[:1])
-            per_agent = max(1, count // len(agents))
             if side == "baseline":
-                emit = baseline.emitter(manager.keys.session(session_id), session_id, count)
-            else:
-                emit = huddle_emitter(manager, session_id)
-            before = await command_counts(raw)
+                return baseline.emitter(manager.keys.session(session_id), session_id, count)
+            return huddle_emitter(manager, session_id)
+
+        async def block(mode: str, emit: EmitCall, events: int, first: int) -> Sample:
             if mode == "sequential":
-                sample = await run_sequential(emit, agents[0], count)
-            else:
-                sample = await run_concurrent(emit, agents, per_agent)
-            after = await command_counts(raw)
-            if record:
-                results.add(mode, side, sample)
-            return work_delta(before, after)
+                return await run_sequential(emit, agents[0], events, first)
+            return await run_concurrent(emit, agents, events // len(agents), first)
+
+        async def audit(mode: str, side: str, count: int) -> dict[str, int]:
+            """An untimed run of one side alone; returns the commands the server ran for it."""
+            emit = await emitter(mode, side, count)
+            before = await command_counts(raw)
+            await block(mode, emit, count, 0)
+            return work_delta(before, await command_counts(raw))
+
+        async def paired_round(mode: str, count: int, block_events: int) -> None:
+            """Both sides, each on its own fresh session, in alternating blocks (ABBA): a burst of load from
+            other processes hits both sides alike instead of one whole run."""
+            emits = {side: await emitter(mode, side, count) for side in ("baseline", "huddle")}
+            blocks: dict[str, list[Sample]] = {"baseline": [], "huddle": []}
+            for n, first in enumerate(range(0, count - block_events + 1, block_events)):
+                for side in ("baseline", "huddle") if n % 2 == 0 else ("huddle", "baseline"):
+                    blocks[side].append(await block(mode, emits[side], block_events, first))
+            for side, samples in blocks.items():
+                results.add(mode, side, merged(samples))
 
         # Warm-up, and a check that both sides make the server do the same work (the same commands, as often).
         work: dict[str, dict[str, int]] = {}
         for mode in ("sequential", "concurrent"):
             for side in ("baseline", "huddle"):
-                work[f"{mode}/{side}"] = await one(mode, side, args.warmup, record=False)
+                work[f"{mode}/{side}"] = await audit(mode, side, args.warmup)
         extra = {
             mode: {
                 name: work[f"{mode}/huddle"].get(name, 0) - work[f"{mode}/baseline"].get(name, 0)
@@ -234,11 +256,8 @@ async def bench(args: argparse.Namespace, url: str) -> dict[str, Any]:
             name in ALLOWED_EXTRA and diff > 0 for diffs in extra.values() for name, diff in diffs.items()
         )
         for n in range(args.rounds):
-            # ABBA order so neither side always runs first (the machine is shared and noisy).
-            order = ("baseline", "huddle") if n % 2 == 0 else ("huddle", "baseline")
-            for mode, count in (("sequential", args.events), ("concurrent", args.concurrent_events)):
-                for side in order:
-                    await one(mode, side, count, record=True)
+            await paired_round("sequential", args.events, args.block)
+            await paired_round("concurrent", args.concurrent_events, args.concurrent_block)
             if not args.quiet:
                 seq, conc = results.round_ratios("sequential")[-1], results.round_ratios("concurrent")[-1]
                 print(f"round {n + 1}/{args.rounds}: ratio sequential {seq:.3f}, concurrent {conc:.3f}")
@@ -311,6 +330,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=10000,
         help="concurrent emits per round and side (split over agents)",
     )
+    parser.add_argument("--block", type=int, default=100, help="sequential emits per alternating block")
+    parser.add_argument(
+        "--concurrent-block", type=int, default=1000, help="concurrent emits per alternating block"
+    )
     parser.add_argument("--agents", type=int, default=50, help="concurrent agents (tasks), one session")
     parser.add_argument("--rounds", type=int, default=7, help="alternating rounds; medians are reported")
     parser.add_argument("--warmup", type=int, default=300, help="untimed emits per side before the rounds")
@@ -320,11 +343,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quiet", action="store_true", help="no per-round lines")
     args = parser.parse_args(argv)
-    for name in ("events", "concurrent_events", "agents", "rounds", "warmup"):
+    for name in ("events", "concurrent_events", "block", "concurrent_block", "agents", "rounds", "warmup"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.concurrent_events < args.agents:
-        parser.error("--concurrent-events must be at least --agents")
+    if args.block > args.events or args.concurrent_block > args.concurrent_events:
+        parser.error("a block cannot be larger than the events per round")
+    if args.concurrent_block % args.agents or args.warmup % args.agents:
+        parser.error("--concurrent-block and --warmup must be multiples of --agents")
     return args
 
 
