@@ -381,3 +381,14 @@ async def test_a_least_privilege_acl_user_gets_a_healthy_report(
         assert report.overall == "healthy", [c.output for c in report.components.values() if c.output]
         assert report.components["sessions"].checks["sessions:active"].observed_value == 1
         assert (await health.check_readiness()).ready
+
+
+async def test_status_without_any_service_checks_only_this_process() -> None:
+    async with SessionHealthCheck(HealthConfig(check_interval=300)) as health:
+        report = await health.get_health_status()
+    assert report.overall == "healthy"
+    assert (
+        report.components["redis"].level == "not_configured"
+        and report.components["process"].level == "healthy"
+    )
+    assert (await health.get_health_status()) is report  # closed: the last report, no new I/O

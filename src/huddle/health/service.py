@@ -84,7 +84,6 @@ class SessionHealthCheck:
         self._stats: tuple[float, SessionStats] | None = None
         self._task: asyncio.Task[None] | None = None
         self._not_ready: str | None = None
-        self._initialized = False
         self._closed = False
         self._app: Starlette | None = None
 
@@ -116,7 +115,6 @@ class SessionHealthCheck:
         if self.redis is not None:
             self.redact.add(secrets_of_client(self.redis))
         self._checks = self._build_checks()
-        self._initialized = True
         self.process.start()
         await self.check_now()
         if self._task is None:
@@ -182,13 +180,8 @@ class SessionHealthCheck:
             self._not_ready = None
 
     @property
-    def accepting(self) -> bool:
-        """False once marked not ready, closed, or the manager is draining or closed."""
-        manager = self.session_manager
-        draining = manager is not None and (manager.draining or manager.closed)
-        return self._not_ready is None and not draining
-
-    def _not_ready_reason(self) -> str | None:
+    def not_ready_reason(self) -> str | None:
+        """Why ``/readyz`` refuses traffic regardless of Redis (marked not ready, closed, draining), or None."""
         if self._not_ready is not None:
             return self._not_ready
         manager = self.session_manager
@@ -269,7 +262,7 @@ class SessionHealthCheck:
         if alerts:
             await self.alerts.dispatch(alerts, self.config.check_timeout)
         now = datetime.now(UTC)
-        reason = self._not_ready_reason()
+        reason = self.not_ready_reason
         return HealthReport(
             status=ietf_status(overall),
             overall=overall,
@@ -289,9 +282,13 @@ class SessionHealthCheck:
         )
 
     async def get_health_status(self, *, refresh: bool = False) -> HealthReport:
-        """The latest report; checks anew when it is older than ``check_interval`` (or ``refresh``)."""
-        if not self._initialized:
-            raise ShuttingDownError("call initialize() before asking for the health status")
+        """The latest report; checks anew when it is older than ``check_interval`` (or ``refresh``).
+
+        Works before ``initialize`` too (only this process is then checked); after ``close()`` the last report."""
+        if self._closed:  # no more I/O: the last report stands
+            if self._report is None:
+                raise ShuttingDownError("the health check is closed")
+            return self._report
         generation = self._generation
         if (
             refresh
@@ -331,7 +328,7 @@ class SessionHealthCheck:
         """Live readiness: accepting work, Redis answering PING, the session scripts loaded."""
         reasons: list[str] = []
         checks: dict[str, bool] = {}
-        reason = self._not_ready_reason()
+        reason = self.not_ready_reason
         checks["accepting"] = reason is None
         if reason is not None:
             reasons.append(reason)
