@@ -14,12 +14,13 @@ one snapshot plus a bounded number of deltas.
 from __future__ import annotations
 
 import json
-import json.scanner
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
-from typing import Any, cast
+from typing import Any
 
+import orjson
 import zstandard
 
 from ..errors import ReplayIntegrityError
@@ -30,13 +31,29 @@ RAW, ZSTD = b"\x00", b"\x01"
 HASH_HEX = 32
 
 
-_CANONICAL = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=True, allow_nan=False)
-"""A stateless encoder built once (``json.dumps`` with options builds a new one per call)."""
-
-
 def canonical_json(value: Any) -> str:
-    """Deterministic compact JSON (sorted keys, ASCII): the bytes hashes are computed over."""
-    return _CANONICAL.encode(value)
+    """Deterministic compact JSON with sorted keys (orjson): the bytes hashes are computed over.
+
+    orjson is 10-20x faster than the stdlib here; values it refuses (integers over 64 bits) fall back to the
+    stdlib with the same layout. Either way the same value always gives the same text."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False)
+
+
+_LONG_NUMBER = re.compile(rb"\d{19}")
+
+
+def parse_json(data: bytes | memoryview | str) -> Any:
+    """Parse JSON exactly: orjson, except where it would be lossy or refuses (integers beyond 64 bits)."""
+    raw = data.encode() if isinstance(data, str) else data
+    if _LONG_NUMBER.search(raw) is None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(bytes(raw))
 
 
 class FrameError(ReplayIntegrityError):
@@ -92,7 +109,7 @@ def apply_event(state: ReplayState, event: RecordedEvent) -> ReplayState:
 def snapshot_of(state: ReplayState) -> dict[str, Any]:
     """The full state as stored in a snapshot frame (seq comes from the frame)."""
     return {"st": state.status, "s": state.state, "a": list(state.agents), "cp": state.checkpoint_id,
-            "md": json.loads(state.metadata_json)}  # fmt: skip
+            "md": parse_json(state.metadata_json)}  # fmt: skip
 
 
 def state_from_snapshot(snapshot: dict[str, Any], seq: int) -> ReplayState:
@@ -123,7 +140,7 @@ def diff_states(old: ReplayState, new: ReplayState) -> dict[str, Any]:
     if new.checkpoint_id != old.checkpoint_id:
         delta["cp"] = new.checkpoint_id
     if new.metadata_json != old.metadata_json:
-        delta["md"] = json.loads(new.metadata_json)
+        delta["md"] = parse_json(new.metadata_json)
     return delta
 
 
@@ -229,7 +246,8 @@ class FrameEncoder:
         return self._snapshot_text, self._checksum_rest
 
 
-_dumps = json.encoder.encode_basestring_ascii
+def _dumps(text: str) -> str:
+    return orjson.dumps(text).decode()
 
 
 def pack_segment(lines: Sequence[bytes], compressor: zstandard.ZstdCompressor | None) -> bytes:
@@ -264,21 +282,18 @@ class DecodeCursor:
     state: ReplayState
 
 
-_scan = json.scanner.make_scanner(cast(Any, json.JSONDecoder()))  # json.loads' C scanner, minus wrappers
-
-
 def decode_lines(lines: Sequence[bytes], cursor: DecodeCursor, *, validate: bool) -> list[ReplayFrame]:
     """Decode consecutive frame lines from ``cursor`` (advancing it); ``validate`` checks chain and checksums.
 
     Raises ``FrameError`` naming the first frame that is missing, out of order, altered or inconsistent."""
     frames: list[ReplayFrame] = []
     index, chain, state = cursor.index, cursor.chain, cursor.state
-    scan, digest, append = _scan, blake2b, frames.append
+    parse, digest, append = parse_json, blake2b, frames.append
     # Checksum of a state = blake2b(seq + rest): 'rest' only changes when a frame changes more than the seq.
     rest = _checksum_rest(state)
     for line in lines:
         try:
-            obj = scan(line.decode(), HASH_HEX + 1)[0]
+            obj = parse(memoryview(line)[HASH_HEX + 1 :])
             found = obj["i"]
         except (ValueError, KeyError, TypeError, IndexError, StopIteration):
             raise FrameError(index, "frame is not valid JSON (altered)") from None
@@ -331,7 +346,7 @@ def _checksum_rest(state: ReplayState) -> bytes:
 
 def frame_to_export(line: bytes) -> dict[str, Any]:
     """A stored frame line as one JSON Lines object (hash kept, so the import verifies)."""
-    body: dict[str, Any] = json.loads(line[HASH_HEX + 1 :])
+    body: dict[str, Any] = parse_json(line[HASH_HEX + 1 :])
     return {"h": line[:HASH_HEX].decode(), "f": body}
 
 
@@ -347,4 +362,4 @@ def frame_from_export(obj: Any) -> bytes:
 
 def frame_starts_segment(line: bytes) -> bool:
     """True for a snapshot frame (blocks start at snapshots)."""
-    return "s" in json.loads(line[HASH_HEX + 1 :])
+    return "s" in parse_json(line[HASH_HEX + 1 :])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from redis.exceptions import ResponseError
 from ..errors import EventsTrimmedError, HuddleError, RedisUnavailableError
 from ..scripts import translate_script_error
 from ..store import REDIS_DOWN, redis_boundary
-from .codec import EncodedFrame, FrameEncoder, apply_event, pack_segment
+from .codec import EncodedFrame, FrameEncoder, apply_event, pack_segment, parse_json
 from .models import RecordedEvent, ReplayConfig, ReplayState
 from .storage import ReplayStorage
 
@@ -271,7 +270,7 @@ class Recorder:
             if self._stop_at is not None and seq > self._stop_at:
                 must_end = True
                 break
-            event = RecordedEvent(seq, fields["t"], fields["a"], at, json.loads(fields.get("d") or "{}"))
+            event = RecordedEvent(seq, fields["t"], fields["a"], at, parse_json(fields.get("d") or "{}"))
             state = apply_event(state, event)
             encoded.append(self.encoder.encode(event, state))
             self.cursor = seq + 1
