@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import typer
 from rich.table import Table
 
 from ..config import SessionManagerConfig
@@ -127,11 +128,41 @@ def _print_timeline(session_id: str, events: list[Event]) -> None:
     console.print(table)
 
 
-def demo_command() -> None:
+def demo_command(
+    cluster: bool = typer.Option(
+        False, "--cluster", help="Run on a local Redis Cluster (3 masters + 3 replicas) started for the demo."
+    ),
+) -> None:
     """Run the spec's multi-agent collaboration example and print its timeline."""
 
     async def main() -> None:
+        if cluster:
+            await run_cluster_demo()
+            return
         async with redis_config(checkpoint_interval=100) as config:
             await run_demo(config)
 
     asyncio.run(main())
+
+
+async def run_cluster_demo() -> None:
+    """The demo on a local 3-master cluster, then where a few more sessions landed (per master)."""
+    from ..topology import EmbeddedCluster
+
+    with console.status("starting a local Redis Cluster (3 masters + 3 replicas)..."):
+        local = await asyncio.to_thread(EmbeddedCluster(masters=3, replicas=1).start)
+    try:
+        console.print(f"[dim]cluster of {len(local.nodes)} nodes on ports {local.ports}[/]")
+        config = SessionManagerConfig(redis_url=local.url, checkpoint_interval=100)
+        await run_demo(config)
+        async with SessionManager(config) as manager:
+            sids = [await manager.create_session("demo-agent") for _ in range(30)]
+            spread = local.distribution([manager.keys.session(sid).meta for sid in sids])
+        table = Table(title="30 more sessions, by master", title_justify="left")
+        table.add_column("master")
+        table.add_column("sessions", justify="right")
+        for port, count in sorted(spread.items()):
+            table.add_row(f"127.0.0.1:{port}", str(count))
+        console.print(table)
+    finally:
+        await asyncio.to_thread(local.stop)
