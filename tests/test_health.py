@@ -392,3 +392,25 @@ async def test_status_without_any_service_checks_only_this_process() -> None:
         and report.components["process"].level == "healthy"
     )
     assert (await health.get_health_status()) is report  # closed: the last report, no new I/O
+
+
+async def test_evictions_since_the_last_check_warn_and_clear(
+    health: SessionHealthCheck, own_redis: EmbeddedRedis
+) -> None:
+    async with SessionManager(SessionManagerConfig(redis_url=own_redis.url)) as manager:
+        client = manager.client
+        used = int((await client.info("memory"))["used_memory"])
+        await client.config_set("maxmemory-policy", "allkeys-random")
+        await client.config_set("maxmemory", used + 2 * 1024 * 1024)
+        await health.initialize(session_manager=manager)  # first check: the baseline
+        first = (await health.check_now()).components["redis"].checks["redis:evictedKeys"]
+        assert first.observed_value == 0
+        async with client.pipeline(transaction=False) as pipe:
+            for i in range(600):
+                pipe.set(f"fill:{i}", "x" * 10_000)  # 6 MB into 2 MB of room: the server evicts
+            await pipe.execute()
+        evicted = (await health.check_now()).components["redis"].checks["redis:evictedKeys"]
+        assert isinstance(evicted.observed_value, int) and evicted.observed_value > 0
+        assert evicted.level == "warning"
+        quiet = (await health.check_now()).components["redis"].checks["redis:evictedKeys"]
+        assert quiet.observed_value == 0 and quiet.level == "healthy"

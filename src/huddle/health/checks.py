@@ -153,7 +153,14 @@ class RedisCheck:
         else:
             checks.add("memoryUtilization", None, "ratio", output="no maxmemory limit set")
         evicted = int(info.get("evicted_keys", 0))
-        recent = evicted - self._evicted if self._evicted is not None and evicted >= self._evicted else 0
+        # Evictions since the previous check (None on the first; a restarted server counts from 0 again).
+        recent = (
+            None
+            if self._evicted is None
+            else evicted - self._evicted
+            if evicted >= self._evicted
+            else evicted
+        )
         self._evicted = evicted
         checks.add("evictedKeys", recent, "keys", output=f"{evicted} evicted since the server started")
         checks.add("connectedClients", int(info.get("connected_clients", 0)), "clients")
@@ -273,9 +280,12 @@ class SessionsCheck:
         checks.add("staleIndexEntries", figures["stale"], "entries")
         checks.add("broken", figures["broken"], "sessions")
         oldest_broken, oldest_pending = figures["oldest_broken_ms"], figures["oldest_pending_ms"]
-        checks.add("oldestBroken", round((now_ms - oldest_broken) / 1000, 3) if oldest_broken else 0.0, "s")
+        # None when no session is broken / every session's activity is covered by a checkpoint.
+        checks.add("oldestBroken", round((now_ms - oldest_broken) / 1000, 3) if oldest_broken else None, "s")
         checks.add(
-            "oldestUncheckpointed", round((now_ms - oldest_pending) / 1000, 3) if oldest_pending else 0.0, "s"
+            "oldestUncheckpointed",
+            round((now_ms - oldest_pending) / 1000, 3) if oldest_pending else None,
+            "s",
         )
         checks.add("scriptsLoaded", loaded, output="reloaded after a server restart" if reloaded else None)
         details = {
