@@ -43,7 +43,7 @@ async def test_readiness_turns_false_as_soon_as_draining_starts(
     seen: list[bool] = []
     shutdown.on_event(
         lambda e: (
-            seen.append(health.accepting)
+            seen.append(health.not_ready_reason is None)
             if (e.phase, e.kind) == (ShutdownPhase.DRAINING, "progress")
             else None
         )
