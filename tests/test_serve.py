@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis as redis_py
 from prometheus_client.parser import text_string_to_metric_families
 
 from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
@@ -26,19 +29,17 @@ TOKEN = "serve-test-token-1234"
 class Served:
     """One ``huddle serve`` process; ``stop()`` sends SIGTERM and returns the exit code."""
 
-    def __init__(self, redis_url: str, namespace: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, redis_url: str | None, namespace: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.namespace = namespace
         self.stderr = ""
         self.base = f"http://127.0.0.1:{self.port}"
         environment = {
-            **os.environ,
-            "HUDDLE_REDIS_URL": redis_url,
-            "HUDDLE_NAMESPACE": namespace,
-            **(env or {}),
+            k: v for k, v in os.environ.items() if k not in ("HUDDLE_REDIS_URL", "HUDDLE_HEALTH_AUTH_TOKEN")
         }
-        if env is None:
-            environment.pop("HUDDLE_HEALTH_AUTH_TOKEN", None)
+        environment.update({"HUDDLE_NAMESPACE": namespace, **(env or {})})
+        if redis_url is not None:  # None: no HUDDLE_REDIS_URL, serve starts its own embedded server
+            environment["HUDDLE_REDIS_URL"] = redis_url
         command = [sys.executable, "-m", "huddle", "serve", "--port", str(self.port), "--check-interval", "1"]
         self.process = subprocess.Popen(
             command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -192,3 +193,34 @@ def test_redis_outage_turns_health_down_and_back_without_restarting_the_server()
             code = server.stop()
     assert code == 0
     assert "redis:connection is down" in server.stderr and "redis:connection recovered" in server.stderr
+
+
+def test_no_secret_reaches_any_endpoint_or_the_log_with_a_password_protected_redis() -> None:
+    password = "serve-Secret-pass-987"
+    with EmbeddedRedis() as redis:
+        admin = redis_py.Redis(port=redis.port)
+        admin.config_set("requirepass", password)  # after start: the start-up probe sends no password
+        admin.close()
+        server = Served(f"redis://:{password}@127.0.0.1:{redis.port}/0", "secrets")
+        try:
+            paths = [*HEALTH_PATHS, "/health/metrics", "/metrics", "/livez", "/readyz"]
+            for path in paths:
+                response = server.get(path)
+                assert response.status_code == 200, path
+                assert password not in response.text, path
+        finally:
+            code = server.stop()
+    assert code == 0 and password not in server.stderr
+
+
+def test_without_a_redis_url_serve_runs_and_stops_an_embedded_server() -> None:
+    server = Served(None, "embedded")
+    try:
+        body = server.get("/health").json()
+        assert body["overall"] == "healthy" and body["components"]["redis"] == "healthy"
+    finally:
+        code = server.stop()
+    assert code == 0
+    port = int(re.search(r"redis://127\.0\.0\.1:(\d+)", server.stderr).group(1))  # type: ignore[union-attr]
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        pass  # the embedded server is gone with the service
