@@ -295,6 +295,10 @@ class SessionHealthCheck:
             or self._report is None
             or time.monotonic() - self._report_at >= self.config.check_interval
         ):
+            if self._lock.locked() and self._report is not None and not refresh:
+                return (
+                    self._report
+                )  # a check is under way (maybe waiting on a dead Redis): don't queue behind it
             async with self._lock:
                 fresh = self._generation != generation and not refresh
             if not fresh:
