@@ -108,3 +108,22 @@ async def test_importing_something_that_is_not_an_export_raises(manager: Session
         with pytest.raises(InvalidReplayOptionsError):
             await replay.import_replay([])
         assert await replay.list_replays() == []
+
+
+async def test_integers_beyond_64_bits_survive_recording_playback_and_export_exactly(
+    make_manager: MakeManager,
+) -> None:
+    source = await make_manager()
+    target = await make_manager(namespace="bigint" + source.config.namespace)
+    async with SessionReplay(source) as here, SessionReplay(target) as there:
+        sid = await source.create_session("a1", record=True, metadata={"budget": 10**30, "ratio": 0.25})
+        await source.emit_event(
+            sid, {"type": "modified", "data": {"big": 2**70, "neg": -(2**65), "f": 1e16}}, "a1"
+        )
+        replay_id = await here.stop_recording(sid)
+        assert (await here.verify_replay(replay_id)).ok
+        frames = await here.frames(await here.start_replay(replay_id))
+        assert frames[-1].event.body["data"] == {"big": 2**70, "neg": -(2**65), "f": 1e16}
+        assert frames[-1].state.metadata == {"budget": 10**30, "ratio": 0.25}
+        await there.import_replay(await export(here, replay_id))
+        assert await there.frames(await there.start_replay(replay_id)) == frames

@@ -27,6 +27,7 @@ from ..errors import ReplayIntegrityError
 from .models import RecordedEvent, ReplayFrame, ReplayState
 
 FORMAT = "huddle-replay/1"
+X_FLAG = '"x":1,'
 RAW, ZSTD = b"\x00", b"\x01"
 HASH_HEX = 32
 
@@ -45,15 +46,20 @@ def canonical_json(value: Any) -> str:
 _LONG_NUMBER = re.compile(rb"\d{19}")
 
 
-def parse_json(data: bytes | memoryview | str) -> Any:
-    """Parse JSON exactly: orjson, except where it would be lossy or refuses (integers beyond 64 bits)."""
+def needs_exact(raw: bytes) -> bool:
+    """True if ``raw`` may hold an integer beyond 64 bits, which orjson would parse as a float."""
+    return len(raw) - len(raw.translate(None, b"0123456789")) >= 19 and _LONG_NUMBER.search(raw) is not None
+
+
+def parse_json(data: bytes | str) -> Any:
+    """Parse JSON exactly: orjson, or the stdlib where orjson would be lossy (integers beyond 64 bits)."""
     raw = data.encode() if isinstance(data, str) else data
-    if _LONG_NUMBER.search(raw) is None:
+    if not needs_exact(raw):
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
             pass
-    return json.loads(bytes(raw))
+    return json.loads(raw)
 
 
 class FrameError(ReplayIntegrityError):
@@ -199,6 +205,7 @@ class FrameEncoder:
         self._snapshot_key: tuple[str, str, tuple[str, ...], str | None, str] | None = None
         self._snapshot_text = ""
         self._checksum_rest = b""
+        self._snapshot_exact = False
 
     def encode(self, event: RecordedEvent, state: ReplayState) -> EncodedFrame:
         """Encode the next frame (``state`` is the session right after ``event``)."""
@@ -211,15 +218,22 @@ class FrameEncoder:
         checksum = blake2b(b"%d" % event.seq + rest, digest_size=8).hexdigest()
         # Canonical JSON built by hand in sorted key order (a b c d i q s t y): byte-identical to
         # canonical_json(frame) (tests check it), several times faster for the recorder's hot path.
-        head = f'{{"a":{_dumps(event.actor)},"b":{canonical_json(event.body)},"c":"{checksum}",'
+        body_json = canonical_json(event.body)
+        # "x":1 marks the rare frame holding an integer beyond 64 bits: readers parse it with the stdlib.
+        exact = needs_exact(body_json.encode())
+        head = f'{{"a":{_dumps(event.actor)},"b":{body_json},"c":"{checksum}",'
         tail = f'"i":{self.index},"q":{event.seq},'
         if starts or not self.delta:
-            text = f'{head}{tail}"s":{snapshot_json},"t":{event.at_ms},"y":{_dumps(event.type)}}}'
+            exact = exact or self._snapshot_exact
+            end = f'"t":{event.at_ms},{X_FLAG if exact else ""}"y":{_dumps(event.type)}}}'
+            text = f'{head}{tail}"s":{snapshot_json},{end}'
             raw = len(text)
         else:
             delta = diff_states(self.state, state)
             delta_json = canonical_json(delta) if delta else "{}"
-            text = f'{head}"d":{delta_json},{tail}"t":{event.at_ms},"y":{_dumps(event.type)}}}'
+            exact = exact or (bool(delta) and needs_exact(delta_json.encode()))
+            end = f'"t":{event.at_ms},{X_FLAG if exact else ""}"y":{_dumps(event.type)}}}'
+            text = f'{head}"d":{delta_json},{tail}{end}'
             raw = len(text) - len(delta_json) + len(snapshot_json)
         body = text.encode()
         before = self.chain
@@ -239,6 +253,7 @@ class FrameEncoder:
         key = (state.status, state.state, state.agents, state.checkpoint_id, state.metadata_json)
         if key != self._snapshot_key:
             self._snapshot_key = key
+            self._snapshot_exact = needs_exact(state.metadata_json.encode())
             self._snapshot_text, self._checksum_rest = (
                 canonical_json(snapshot_of(state)),
                 _checksum_rest(state),
@@ -288,12 +303,14 @@ def decode_lines(lines: Sequence[bytes], cursor: DecodeCursor, *, validate: bool
     Raises ``FrameError`` naming the first frame that is missing, out of order, altered or inconsistent."""
     frames: list[ReplayFrame] = []
     index, chain, state = cursor.index, cursor.chain, cursor.state
-    parse, digest, append = parse_json, blake2b, frames.append
+    loads, digest, append = orjson.loads, blake2b, frames.append
     # Checksum of a state = blake2b(seq + rest): 'rest' only changes when a frame changes more than the seq.
     rest = _checksum_rest(state)
     for line in lines:
         try:
-            obj = parse(memoryview(line)[HASH_HEX + 1 :])
+            obj = loads(memoryview(line)[HASH_HEX + 1 :])
+            if "x" in obj:  # integers beyond 64 bits: orjson would have made them floats
+                obj = json.loads(line[HASH_HEX + 1 :])
             found = obj["i"]
         except (ValueError, KeyError, TypeError, IndexError, StopIteration):
             raise FrameError(index, "frame is not valid JSON (altered)") from None
@@ -344,14 +361,23 @@ def _checksum_rest(state: ReplayState) -> bytes:
     return "\x1f".join(parts).encode()
 
 
-def frame_to_export(line: bytes) -> dict[str, Any]:
-    """A stored frame line as one JSON Lines object (hash kept, so the import verifies)."""
-    body: dict[str, Any] = parse_json(line[HASH_HEX + 1 :])
-    return {"h": line[:HASH_HEX].decode(), "f": body}
+_EXPORT_HEAD, _EXPORT_MID = '{"h":"', '","f":'
 
 
-def frame_from_export(obj: Any) -> bytes:
-    """Inverse of ``frame_to_export`` (canonical JSON reproduces the exact bytes that were hashed)."""
+def frame_to_export(line: bytes) -> str:
+    """A stored frame line as one JSON Lines object ``{"h": hash, "f": frame}``, keeping the frame's bytes."""
+    return _EXPORT_HEAD + line[:HASH_HEX].decode() + _EXPORT_MID + line[HASH_HEX + 1 :].decode() + "}"
+
+
+def frame_from_export(text: str) -> bytes:
+    """Inverse of ``frame_to_export``: the exact hashed bytes (a re-serialized line is re-canonicalized)."""
+    start = len(_EXPORT_HEAD) + HASH_HEX
+    if text.startswith(_EXPORT_HEAD) and text[start : start + len(_EXPORT_MID)] == _EXPORT_MID:
+        frame = text[start + len(_EXPORT_MID) : text.rstrip().rindex("}")]
+        if not isinstance(parse_json(frame), dict):
+            raise ValueError("'f' must be a frame object")
+        return text[len(_EXPORT_HEAD) : start].encode() + b" " + frame.encode()
+    obj = json.loads(text)
     if not isinstance(obj, dict) or not isinstance(obj.get("h"), str) or not isinstance(obj.get("f"), dict):
         raise ValueError("a frame line needs 'h' (hash) and 'f' (frame)")
     if len(obj["h"]) != HASH_HEX:

@@ -50,7 +50,7 @@ async def export_lines(replay: SessionReplay, replay_id: str) -> AsyncIterator[s
             break
         for offset, blob in enumerate(blobs):
             for line in unpack_segment(blob, index[block + offset]["i"]):
-                yield json.dumps(frame_to_export(line), separators=(",", ":"), sort_keys=True)
+                yield frame_to_export(line)
         block += len(blobs)
 
 
@@ -81,7 +81,7 @@ async def import_lines(replay: SessionReplay, lines: Iterable[str], *, replay_id
     frame_lines: list[bytes] = []
     for number, text in enumerate(iterator, start=2):
         try:
-            frame_lines.append(frame_from_export(json.loads(text)))
+            frame_lines.append(frame_from_export(text))
         except ValueError as exc:
             raise InvalidReplayOptionsError(f"line {number} is not a replay frame: {exc}") from None
     cursor = DecodeCursor(0, genesis_hash(meta["sid"], initial), initial)
