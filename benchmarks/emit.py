@@ -2,7 +2,9 @@
 
 Run: ``.venv/bin/python benchmarks/emit.py`` (``make bench``). Uses ``HUDDLE_REDIS_URL`` if set, else starts an
 embedded redis-server. Both sides run in the same process, on the same server, with clients built from the same
-settings; rounds alternate (baseline, huddle, huddle, baseline, ...) and the medians over rounds are reported.
+settings. Within each round the two sides run in alternating blocks (ABBA), each on its own fresh session, so
+load from other processes hits both alike; the medians over the rounds are reported. A warm-up run per side
+checks (INFO commandstats) that both make the server run the same commands.
 
 The baseline EVALSHAs the very text of ``scripts/common.lua`` + ``scripts/emit.lua`` (read from the installed
 package, so the server work is identical: TIME, idempotency HSET, XADD, agent HSET, meta HSET, PEXPIREs,
