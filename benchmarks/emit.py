@@ -332,9 +332,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=10000,
         help="concurrent emits per round and side (split over agents)",
     )
-    parser.add_argument("--block", type=int, default=100, help="sequential emits per alternating block")
     parser.add_argument(
-        "--concurrent-block", type=int, default=1000, help="concurrent emits per alternating block"
+        "--block", type=int, default=None, help="sequential emits per alternating block (default 100)"
+    )
+    parser.add_argument(
+        "--concurrent-block",
+        type=int,
+        default=None,
+        help="concurrent emits per alternating block (default 1000)",
     )
     parser.add_argument("--agents", type=int, default=50, help="concurrent agents (tasks), one session")
     parser.add_argument("--rounds", type=int, default=7, help="alternating rounds; medians are reported")
@@ -345,6 +350,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quiet", action="store_true", help="no per-round lines")
     args = parser.parse_args(argv)
+    if args.block is None:
+        args.block = min(100, args.events)
+    if args.concurrent_block is None:
+        args.concurrent_block = min(1000, args.concurrent_events)
     for name in ("events", "concurrent_events", "block", "concurrent_block", "agents", "rounds", "warmup"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
