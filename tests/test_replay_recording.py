@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from huddle import (
+    ConfigError,
     EventsTrimmedError,
     ReplayConfig,
     ReplayError,
@@ -250,3 +251,41 @@ async def test_closing_the_replay_finishes_its_recordings_with_every_event(manag
     last = (await manager.get_session(sid)).last_seq
     assert info is not None and info.status == "complete"
     assert (info.first_seq, info.last_seq, info.frames) == (2, last, last - 1)
+
+
+async def test_a_recording_ends_by_itself_when_its_session_is_gone(manager: SessionManager) -> None:
+    async with SessionReplay(manager, ReplayConfig(block_ms=50)) as replay:
+        sid = await manager.create_session("a1", record=True)
+        await manager.emit_event(sid, modified(1), "a1")
+        replay_id = replay.recording(sid)
+        assert replay_id is not None
+        for _ in range(200):  # the recorder stores what it read within flush_interval_ms
+            info = await replay.get_replay(replay_id)
+            if info is not None and info.last_seq == 2:
+                break
+            await asyncio.sleep(0.02)
+        await manager.client.delete(*manager.keys.session(sid).all)  # as if its TTL ran out
+        for _ in range(200):
+            info = await replay.get_replay(replay_id)
+            if info is not None and info.status == "complete":
+                break
+            await asyncio.sleep(0.02)
+        assert info is not None and info.stop_reason == "session_ended" and info.last_seq == 2
+        assert (await replay.verify_replay(replay_id)).ok
+
+
+async def test_deleting_a_running_recording_stops_it_and_removes_it(manager: SessionManager) -> None:
+    async with SessionReplay(manager) as replay:
+        sid = await manager.create_session("a1", record=True)
+        replay_id = replay.recording(sid)
+        assert replay_id is not None
+        assert await replay.delete_replay(replay_id) is True
+        assert replay.recording(sid) is None and await replay.get_replay(replay_id) is None
+        await replay.start_recording(sid)  # the session can be recorded again
+
+
+def test_invalid_replay_config_raises_a_config_error() -> None:
+    with pytest.raises(ConfigError):
+        ReplayConfig(snapshot_interval=0)
+    with pytest.raises(ConfigError):
+        ReplayConfig(unknown_option=True)  # type: ignore[call-arg]
