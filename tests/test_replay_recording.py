@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -148,21 +149,36 @@ async def test_without_a_recording_the_same_workload_trims_the_log(make_manager:
     assert (await manager.get_session(sid)).first_seq > 100
 
 
-async def test_a_hold_whose_recorder_vanished_stops_protecting_the_log_when_its_lease_ends(
+VANISHING_RECORDER = """
+import asyncio, os, sys
+from huddle import ReplayConfig, SessionManager, SessionManagerConfig, SessionReplay
+
+async def main() -> None:
+    manager = await SessionManager(SessionManagerConfig(redis_url=sys.argv[1], namespace=sys.argv[2])).connect()
+    replay = SessionReplay(manager, ReplayConfig(hold_lease_seconds=2))
+    await replay.start_recording(sys.argv[3], follow=False)
+    os._exit(0)  # the process dies without stopping the recording or releasing its hold
+
+asyncio.run(main())
+"""
+
+
+async def test_a_hold_whose_recorder_process_died_stops_protecting_the_log_when_its_lease_ends(
     make_manager: MakeManager,
 ) -> None:
     manager = await make_manager(max_events_per_session=10)
-    replay = SessionReplay(manager, ReplayConfig(hold_lease_seconds=2))
     sid = await manager.create_session("a1")
-    await replay.start_recording(sid, follow=False)
+    config = manager.config
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", VANISHING_RECORDER, config.redis_url or "", config.namespace, sid
+    )
+    assert await process.wait() == 0
     for n in range(30):
         await manager.emit_event(sid, modified(n), "a1")
-    assert (await manager.get_session(sid)).first_seq == 2
+    assert (await manager.get_session(sid)).first_seq == 2  # held by the dead recorder
     await asyncio.sleep(2.2)  # the lease is server time: nothing to await but its end
     await manager.emit_event(sid, modified(99), "a1")
     assert (await manager.get_session(sid)).first_seq > 20
-    replay._recorders.clear()  # the "vanished" recorder: close() must not find it
-    await replay.close()
 
 
 async def test_events_emitted_by_another_manager_while_recording_are_recorded(
