@@ -18,10 +18,10 @@ import zstandard
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
-from ..errors import EventsTrimmedError, HuddleError, RedisUnavailableError
+from ..errors import EventsTrimmedError, HuddleError, RedisUnavailableError, SessionNotFoundError
 from ..scripts import translate_script_error
 from ..store import REDIS_DOWN, redis_boundary
-from .codec import EncodedFrame, FrameEncoder, apply_event, pack_segment, parse_json
+from .codec import HASH_HEX, EncodedFrame, FrameEncoder, apply_event, pack_segment, parse_json
 from .models import RecordedEvent, ReplayConfig, ReplayState
 from .storage import ReplayStorage
 
@@ -115,6 +115,8 @@ class Recorder:
         self._stored = 0
         self._segments = 0
         self._raw = 0
+        self._frames_stored = 0
+        self._head = self.encoder.chain.hex()
         self._first_seq: int | None = None
         self._first_at: int | None = None
         self._lock = asyncio.Lock()
@@ -181,6 +183,9 @@ class Recorder:
                     backoff = min(backoff * 2, 2.0)
                 except EventsTrimmedError:
                     reason = "events_trimmed"
+                    break
+                except SessionNotFoundError:
+                    reason = "session_ended"  # it expired between our read and the hold renewal
                     break
         except asyncio.CancelledError:
             reason = "cancelled"
@@ -285,58 +290,69 @@ class Recorder:
         return time.monotonic() - self._last_flush >= self.config.flush_interval_ms / 1000
 
     async def _flush(self) -> None:
-        """Store the frames encoded since the last flush (one MULTI)."""
+        """Store the frames encoded since the last flush (one MULTI); on failure they stay pending."""
         self._last_flush = time.monotonic()
         if not self._pending:
             return
-        frames, self._pending = self._pending, []
-        await self._store(frames)
-        self._flushed_next = frames[-1].seq + 1
+        await self._store(self._pending)
+        self._flushed_next = self._pending[-1].seq + 1
+        self._pending = []
 
     async def _store(self, frames: list[EncodedFrame]) -> None:
-        """Append frames: the open block is rewritten, blocks started here are pushed, all in one MULTI."""
-        old_open, current = self._open, self._open
+        """Append frames: the open block is rewritten, blocks started here are pushed, all in one MULTI.
+
+        Nothing of the recorder's own bookkeeping changes unless the write succeeded, so a failed write is
+        simply retried with the same frames (a MULTI is all or nothing)."""
+        old_open = list(self._open)
+        current = old_open
         grew_old = False
         started: list[list[bytes]] = []
         new_index: list[dict[str, Any]] = []
+        raw, first = self._raw, (self._first_seq, self._first_at)
         for frame in frames:
             if frame.starts_segment:
                 current = []
                 started.append(current)
-                self._segments += 1
                 new_index.append({"i": frame.index, "q": frame.seq, "t": frame.at_ms, "p": frame.chain.hex()})
             elif current is old_open:
                 grew_old = True
             current.append(frame.line)
-            self._raw += frame.raw_bytes
-            if self._first_seq is None:
-                self._first_seq, self._first_at = frame.seq, frame.at_ms
+            raw += frame.raw_bytes
+            if first[0] is None:
+                first = (frame.seq, frame.at_ms)
+        stored, open_stored = self._stored, self._open_stored
         replace_last = None
         if grew_old and self._open_in_redis:
             replace_last = pack_segment(old_open, self._compressor)
-            self._stored += len(replace_last) - self._open_stored
-            self._open_stored = len(replace_last)
+            stored += len(replace_last) - open_stored
+            open_stored = len(replace_last)
         new_segments = [pack_segment(lines, self._compressor) for lines in started]
         if new_segments:
-            self._stored += sum(len(blob) for blob in new_segments)
-            self._open_stored = len(new_segments[-1])
+            stored += sum(len(blob) for blob in new_segments)
+            open_stored = len(new_segments[-1])
+        last = frames[-1]
+        fields: dict[str, str | int] = {
+            "frames": last.index + 1, "segments": self._segments + len(started), "raw": raw, "stored": stored,
+            "head": last.line[:HASH_HEX].decode(), "last_seq": last.seq, "last_at": last.at_ms,
+        }  # fmt: skip
+        if first[0] is not None and first[1] is not None:
+            fields.update(first_seq=first[0], first_at=first[1])
         await self.storage.write_batch(
             self.replay_id, replace_last=replace_last, new_segments=new_segments, new_index=new_index,
-            fields=self._progress_fields(frames[-1]), retention_ms=self._retention_ms,
+            fields=fields, retention_ms=self._retention_ms,
         )  # fmt: skip
-        self._open = current
-        self._open_in_redis = True
+        self._open, self._open_in_redis = current, True
+        self._segments += len(started)
+        self._raw, self._stored, self._open_stored = raw, stored, open_stored
+        self._first_seq, self._first_at = first
+        self._frames_stored, self._head = last.index + 1, last.line[:HASH_HEX].decode()
 
-    def _progress_fields(self, last: EncodedFrame | None) -> dict[str, str | int]:
+    def _progress_fields(self) -> dict[str, str | int]:
+        """Meta counters of what is stored (never of frames still pending)."""
         fields: dict[str, str | int] = {
-            "frames": self.encoder.index,
-            "segments": self._segments,
-            "raw": self._raw,
-            "stored": self._stored,
-            "head": self.encoder.chain.hex(),
-        }
-        if last is not None:
-            fields.update(last_seq=last.seq, last_at=last.at_ms)
+            "frames": self._frames_stored, "segments": self._segments, "raw": self._raw, "stored": self._stored,
+            "head": self._head,
+        }  # fmt: skip
         if self._first_seq is not None and self._first_at is not None:
             fields.update(first_seq=self._first_seq, first_at=self._first_at)
         return fields
@@ -382,9 +398,9 @@ class Recorder:
         except HuddleError as exc:
             log.warning("recording %s lost its last %d frames: %s", self.replay_id, len(self._pending), exc)
         try:
-            fields = self._progress_fields(None)
+            fields = self._progress_fields()
             fields.update(status="complete", reason=reason, ended=int(time.time() * 1000))
-            await self.storage.set_fields(self.replay_id, fields)
+            await self.storage.set_fields(self.replay_id, fields, self._retention_ms)
         except HuddleError as exc:
             log.warning("could not finish recording %s: %s", self.replay_id, exc)
         try:

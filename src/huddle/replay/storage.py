@@ -77,9 +77,13 @@ class ReplayStorage:
             await pipe.execute()
 
     @redis_boundary
-    async def set_fields(self, replay_id: str, fields: Mapping[str, str | int]) -> None:
-        """Update meta fields of an existing recording."""
-        await self.client.hset(self._key(replay_id, "meta"), mapping=dict(fields))
+    async def set_fields(self, replay_id: str, fields: Mapping[str, str | int], retention_ms: int) -> None:
+        """Update meta fields of a recording (and keep its retention, so nothing outlives it)."""
+        meta = self._key(replay_id, "meta")
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(meta, mapping=dict(fields))
+            pipe.pexpire(meta, retention_ms)
+            await pipe.execute()
 
     @redis_boundary
     async def import_recording(
