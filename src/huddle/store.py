@@ -12,6 +12,7 @@ from typing import Any, ParamSpec, TypeVar
 from redis.exceptions import (
     AuthenticationError,
     ClusterDownError,
+    CrossSlotTransactionError,
     NoPermissionError,
     RedisClusterException,
     ResponseError,
@@ -78,6 +79,8 @@ def redis_boundary(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]
                 raise RedisUnavailableError(f"Redis is unavailable: {exc}") from exc
             raise
         except REDIS_DOWN as exc:
+            if isinstance(exc, CrossSlotTransactionError):
+                raise  # a bug (keys of several slots in one MULTI), not an outage
             raise RedisUnavailableError(f"Redis is unavailable: {exc}") from exc
 
     return wrapper
