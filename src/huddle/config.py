@@ -91,7 +91,9 @@ class RedisSettings(HuddleSettings):
     retry_backoff_base: float = Field(default=0.05, gt=0)
     retry_backoff_cap: float = Field(default=1.0, gt=0)
     max_connections: int = Field(default=64, ge=1, description="connection pool size per client")
-    pool_timeout: float = Field(default=10.0, gt=0, description="seconds to wait for a free pooled connection")
+    pool_timeout: float = Field(
+        default=10.0, gt=0, description="seconds to wait for a free pooled connection"
+    )
     cluster: bool | None = Field(
         default=None, description="Redis Cluster: true, false, or None to ask the server (INFO cluster)"
     )
@@ -101,7 +103,9 @@ class RedisSettings(HuddleSettings):
     sentinel_service: str | None = Field(default=None, description="the master's name in Sentinel")
     sentinel_username: str | None = None
     sentinel_password: SecretStr | None = None
-    ssl_check_hostname: bool = Field(default=True, description="TLS: check the server certificate's host name")
+    ssl_check_hostname: bool = Field(
+        default=True, description="TLS: check the server certificate's host name"
+    )
 
     @field_validator("redis_url")
     @classmethod

@@ -21,8 +21,8 @@ from .errors import (
     CheckpointNotFoundError,
     HuddleError,
     InvalidEventError,
-    ReplicationNotConfirmedError,
     ReplayError,
+    ReplicationNotConfirmedError,
     SessionExpiredError,
     SessionNotFoundError,
     ShuttingDownError,
@@ -388,7 +388,11 @@ class SessionManager:
             )
         if expected_seq is not None and (not isinstance(expected_seq, int) or expected_seq < 0):
             raise InvalidEventError(f"expected_seq must be a non-negative integer, got {expected_seq!r}")
-        if not isinstance(min_replicas, int) or isinstance(min_replicas, bool) or not 0 <= min_replicas <= 100:
+        if (
+            not isinstance(min_replicas, int)
+            or isinstance(min_replicas, bool)
+            or not 0 <= min_replicas <= 100
+        ):
             raise InvalidEventError(f"min_replicas must be an integer 0..100, got {min_replicas!r}")
         token = (
             os.urandom(8).hex() if idempotency_key is None else check_id(idempotency_key, "idempotency key")

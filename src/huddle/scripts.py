@@ -79,7 +79,13 @@ class Scripts:
             raise translate_script_error(exc) from exc
 
     async def run_and_wait(
-        self, client: RedisClient, name: str, keys: list[str], args: list[str | int], replicas: int, timeout_ms: int
+        self,
+        client: RedisClient,
+        name: str,
+        keys: list[str],
+        args: list[str | int],
+        replicas: int,
+        timeout_ms: int,
     ) -> tuple[Any, int]:
         """Run a script, then ``WAIT replicas timeout_ms`` on the same connection; returns (reply, replicas acked).
 

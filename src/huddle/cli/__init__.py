@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(exc, click.exceptions.Abort):
             sys.exit(1)
         err_console.print(
-            f"[red]error[/] {escape(f'{type(exc).__name__}: {exc}')} (run with --debug for details)", soft_wrap=True
+            f"[red]error[/] {escape(f'{type(exc).__name__}: {exc}')} (run with --debug for details)",
+            soft_wrap=True,
         )
         sys.exit(1)
