@@ -236,11 +236,6 @@ async def test_an_emit_with_min_replicas_is_confirmed_by_the_slot_replica(manage
     assert await manager.emit_event(sid, {"type": "modified"}, "alpha", min_replicas=1) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap owned by migration: tasks.py records a task in one MULTI with the global task index, "
-    "keys of two slots (CrossSlotTransactionError on a cluster)",
-)
 async def test_sessions_migrate_from_a_standalone_server_to_a_cluster_and_validate(
     cluster: EmbeddedCluster, redis_server: EmbeddedRedis
 ) -> None:

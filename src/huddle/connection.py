@@ -20,6 +20,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .autodetect import AutoClient, detect_cluster_blocking, known_mode
 from .config import RedisSettings
 from .errors import ConfigError
 
@@ -133,34 +134,14 @@ def resolve_target(settings: RedisSettings) -> Target:
 
 
 def detect_cluster(settings: RedisSettings, target: Target) -> bool:
-    """Ask the server whether it runs in cluster mode (one short synchronous ``INFO cluster``).
+    """Ask the server whether it runs in cluster mode (one short *synchronous* ``INFO cluster``).
 
-    An unreachable server counts as standalone; set ``cluster`` explicitly to avoid the question."""
-    kwargs = client_kwargs(settings)
-    sync_kwargs: dict[str, Any] = {
-        name: kwargs[name]
-        for name in (
-            "username",
-            "password",
-            "ssl_ca_certs",
-            "ssl_certfile",
-            "ssl_keyfile",
-            "ssl_check_hostname",
-        )
-        if name in kwargs
-    }
-    timeout = min(settings.connect_timeout, 2.0)
-    sync_kwargs.update(socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True)
-    if target.url:
-        probe = redis.Redis.from_url(target.url, **sync_kwargs)
-    else:
-        probe = redis.Redis(host=settings.host, port=settings.port, ssl=settings.ssl, **sync_kwargs)
+    An unreachable server counts as standalone. ``create_client`` no longer calls this: it detects
+    asynchronously on first use (``huddle.autodetect``); kept for synchronous callers."""
     try:
-        return bool(probe.info("cluster").get("cluster_enabled"))
+        return detect_cluster_blocking(settings, target)
     except (redis.RedisError, OSError):
         return False
-    finally:
-        probe.close()
 
 
 # -- the clients ----------------------------------------------------------------------------------------------
@@ -172,8 +153,20 @@ def create_client(settings: RedisSettings, *, decode_responses: bool = True) -> 
     target = resolve_target(settings)
     mode = target.mode
     if mode == "auto":
-        mode = "cluster" if detect_cluster(settings, target) else "standalone"
+        known = known_mode(settings, target)
+        if known is None:  # ask the server on first use, asynchronously (see huddle.autodetect)
+            return AutoClient(
+                settings, target, lambda cluster: _build_client(settings, target, cluster, decode_responses)
+            )
+        mode = "cluster" if known else "standalone"
+    return _build_client(settings, target, mode == "cluster", decode_responses, sentinel=mode == "sentinel")
+
+
+def _build_client(
+    settings: RedisSettings, target: Target, cluster: bool, decode_responses: bool, *, sentinel: bool = False
+) -> RedisClient:
     kwargs = client_kwargs(settings, decode_responses=decode_responses)
+    mode = "sentinel" if sentinel else "cluster" if cluster else "standalone"
     if mode == "sentinel":
         return _sentinel_client(settings, target, kwargs)
     if mode == "cluster":
@@ -206,6 +199,12 @@ class GatedRedisCluster(RedisCluster):  # type: ignore[misc]
 
         super().__init__(*args, **kwargs)
         self.huddle_gate = asyncio.Semaphore(gate)
+        self.huddle_scripts: dict[str, Any] = {}  # sha -> source of every script registered on this client
+
+    def register_script(self, script: Any) -> Any:
+        registered = super().register_script(script)
+        self.huddle_scripts[registered.sha] = script
+        return registered
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         if _GATED.get():
@@ -224,9 +223,29 @@ class GatedRedisCluster(RedisCluster):  # type: ignore[misc]
 
 
 class GatedClusterPipeline(ClusterPipeline):  # type: ignore[misc]
-    """A cluster pipeline that holds one slot of its client's gate while it executes."""
+    """A cluster pipeline that holds one slot of its client's gate while it executes.
+
+    It also accepts registered scripts (``await script(keys=..., client=pipe)``), which redis-py blocks in
+    cluster pipelines: each call is queued as ``EVALSHA`` to the node of its keys' slot (huddle's scripts touch
+    one slot), and, like redis-py's standalone pipeline, the scripts are loaded where missing (every primary)
+    before the pipeline runs."""
+
+    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> ClusterPipeline:
+        # A coroutine (AsyncScript awaits the call): awaiting the pipeline itself would empty its queue.
+        self.__dict__.setdefault("huddle_shas", set()).add(sha)
+        return self.execute_command("EVALSHA", sha, numkeys, *keys_and_args)
+
+    async def _load_scripts(self) -> None:
+        shas = sorted(self.__dict__.pop("huddle_shas", ()))
+        sources = getattr(self.cluster_client, "huddle_scripts", {})
+        if not shas:
+            return
+        for sha, there in zip(shas, await self.cluster_client.script_exists(*shas), strict=True):
+            if not there and sha in sources:
+                await self.cluster_client.script_load(sources[sha])
 
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        await self._load_scripts()
         gate = getattr(self.cluster_client, "huddle_gate", None)
         if gate is None or _GATED.get():
             return list(await super().execute(raise_on_error, allow_redirections))
@@ -314,13 +333,27 @@ def _sentinel_client(settings: RedisSettings, target: Target, kwargs: dict[str, 
 
 
 # -- what the rest of the code may ask ------------------------------------------------------------------------
+async def ready(client: RedisClient) -> RedisClient:
+    """The real redis-py client behind ``client`` (detects cluster mode first, awaited, for an ``AutoClient``)."""
+    if isinstance(client, AutoClient):
+        return await client.resolve()
+    return client
+
+
+def _real(client: RedisClient) -> RedisClient:
+    if isinstance(client, AutoClient):
+        return client.resolve_blocking()  # instant once detected; await ready(client) first to never block
+    return client
+
+
 def is_cluster(client: RedisClient) -> bool:
     """True for a Redis Cluster client."""
-    return isinstance(client, RedisCluster)
+    return isinstance(_real(client), RedisCluster)
 
 
 def topology(client: RedisClient) -> str:
     """``cluster``, ``sentinel`` or ``standalone``."""
+    client = _real(client)
     if is_cluster(client):
         return "cluster"
     if isinstance(getattr(client, "connection_pool", None), SentinelConnectionPool):
@@ -330,6 +363,7 @@ def topology(client: RedisClient) -> str:
 
 def node_target(client: RedisClient, key: str) -> dict[str, Any]:
     """Extra command kwargs that send a keyless command (``WAIT``) to the node serving ``key``."""
+    client = _real(client)
     if is_cluster(client):
         return {"target_nodes": client.get_node_from_key(key)}
     return {}
@@ -337,6 +371,7 @@ def node_target(client: RedisClient, key: str) -> dict[str, Any]:
 
 async def server_version(client: RedisClient) -> tuple[int, ...]:
     """The lowest ``redis_version`` among the nodes (``(major, minor, patch)``)."""
+    client = await ready(client)
     if is_cluster(client):
         infos = await client.info("server", target_nodes=RedisCluster.PRIMARIES)
         versions = [str(info["redis_version"]) for info in infos.values()]

@@ -1,7 +1,8 @@
 """Which sessions a task moves, in batches with a resumable cursor (never all ids in memory at once).
 
-- full: SCAN of the namespace's session meta keys. Completed sessions leave the activity index, so only a scan
-  finds every session; a SCAN cursor is also exactly the resumable position a task needs.
+- full: SCAN of the namespace's session meta keys (on a cluster: of every primary, one after the other).
+  Completed sessions leave the activity index, so only a scan finds every session; (node, SCAN cursor) is also
+  exactly the resumable position a task needs.
 - incremental: the sharded activity index, by score (last activity) from ``since``; never a scan.
 - selective: the task's own id list, stored with the task.
 """
@@ -11,7 +12,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from ..connection import RedisClient
+from ..connection import RedisClient, is_cluster
+from ..errors import RedisUnavailableError
 from ..keys import KeySpace
 from ..store import redis_boundary
 from .tasks import TaskStore
@@ -22,36 +24,83 @@ Batch = tuple[list[str], dict[str, Any]]
 async def full_batches(
     client: RedisClient, keys: KeySpace, batch_size: int, cursor: Mapping[str, Any]
 ) -> AsyncIterator[Batch]:
-    """Every session of the namespace, from a SCAN cursor."""
+    """Every session of the namespace, from a SCAN cursor; on a cluster, every primary in turn.
+
+    The cursor is ``{"node": i, "slot": s, "scan": pos, "done": bool}``: the i-th primary in the order of the
+    first slot each serves (``s``), and the SCAN position on it. A cursor whose node now serves other slots
+    (resharding, or a cursor of another topology) restarts that node's scan: sessions may be looked at twice
+    (the import is idempotent), never skipped. Cursors without ``node`` (older tasks) are standalone ones."""
     if cursor.get("done"):
         return
+    nodes = await _nodes(client)
+    index = int(cursor.get("node", 0))
     position = int(cursor.get("scan", 0))
-    pattern = keys.session_pattern()
-    while True:
-        ids: list[str] = []
-        while len(ids) < batch_size:
-            position, found = await _scan(client, position, pattern, batch_size)
-            ids.extend(keys.session_id_from_meta_key(str(key)) for key in found)
-            if position == 0:
-                break
-        if ids or position == 0:
-            yield ids, {"scan": position, "done": position == 0}
+    if index < len(nodes) and "slot" in cursor and cursor["slot"] != nodes[index][0]:
+        position = 0
+    ids: list[str] = []
+    while index < len(nodes):
+        first_slot, node = nodes[index]
+        position, found = await _scan(client, node, position, keys.session_pattern(), batch_size)
+        ids.extend(_session_ids(keys, found))
         if position == 0:
-            return
+            index += 1
+        done = index >= len(nodes)
+        if len(ids) >= batch_size or done:
+            slot = nodes[index][0] if not done else first_slot
+            yield ids, {"node": index, "slot": slot, "scan": position, "done": done}
+            ids = []
+
+
+def _session_ids(keys: KeySpace, found: list[str]) -> list[str]:
+    """Session ids of the meta keys found (other hashes the pattern matches, e.g. backups, are left out)."""
+    out: list[str] = []
+    for key in found:
+        sid = keys.session_id_from_meta_key(key)
+        if keys.session(sid).meta == key:
+            out.append(sid)
+    return out
+
+
+async def _nodes(client: RedisClient) -> list[tuple[int, Any]]:
+    """The nodes to scan, in a stable order: ``(first slot, node)`` per cluster primary; standalone: one."""
+    if not is_cluster(client):
+        return [(0, None)]
+    await _ready(client)
+    first: dict[str, tuple[int, Any]] = {}
+    for slot, serving in client.nodes_manager.slots_cache.items():
+        if serving:
+            primary = serving[0]
+            if primary.name not in first or slot < first[primary.name][0]:
+                first[primary.name] = (slot, primary)
+    if not first:
+        raise RedisUnavailableError("the Redis Cluster reports no primary serving any slot")
+    return sorted(first.values(), key=lambda item: item[0])
 
 
 @redis_boundary
-async def _scan(client: RedisClient, position: int, pattern: str, count: int) -> tuple[int, list[str]]:
-    position, found = await client.scan(position, match=pattern, count=count, _type="hash")
-    return int(position), list(found)
+async def _ready(client: RedisClient) -> None:
+    if client._initialize:  # the slot map is built on first use
+        await client.initialize()
 
 
 @redis_boundary
+async def _scan(
+    client: RedisClient, node: Any, position: int, pattern: str, count: int
+) -> tuple[int, list[str]]:
+    if node is None:
+        position, found = await client.scan(position, match=pattern, count=count, _type="hash")
+        return int(position), [str(key) for key in found]
+    positions, found = await client.scan(
+        position, match=pattern, count=count, _type="hash", target_nodes=node
+    )
+    return int(positions[node.name]), [str(key) for key in found]
+
+
 async def count_full(client: RedisClient, keys: KeySpace, batch_size: int) -> int:
-    """How many sessions the namespace holds (a counting SCAN; nothing is kept)."""
+    """How many sessions the namespace holds (a counting scan of every primary; nothing is kept)."""
     total = 0
-    async for _ in client.scan_iter(match=keys.session_pattern(), count=max(batch_size, 500), _type="hash"):
-        total += 1
+    async for ids, _ in full_batches(client, keys, max(batch_size, 500), {}):
+        total += len(ids)
     return total
 
 

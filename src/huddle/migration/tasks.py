@@ -59,13 +59,15 @@ class TaskStore:
         }
         fields.update(dict.fromkeys(COUNTERS, 0))
         fields["total"] = total
-        async with self.client.pipeline(transaction=True) as pipe:
+        async with self.client.pipeline(transaction=True) as pipe:  # the task's own slot only
             pipe.hset(self._key(task_id, "task"), mapping=fields)
             for start in range(0, len(ids), 1000):
                 pipe.rpush(self._key(task_id, "ids"), *ids[start : start + 1000])
             self._expire_all(pipe, task_id)
-            pipe.zadd(self.keys.migration_tasks(), {task_id: doc["created"]})
             await pipe.execute()
+        # The global index lives in another slot: written after the record, so every listed id had a record
+        # (entries whose record expired since are dropped by ``task_ids``).
+        await self.client.zadd(self.keys.migration_tasks(), {task_id: doc["created"]})
 
     @redis_boundary
     async def exists(self, task_id: str) -> bool:
@@ -227,8 +229,27 @@ class TaskStore:
 
     @redis_boundary
     async def task_ids(self, limit: int) -> list[str]:
-        """The most recent task ids, newest first."""
-        return [str(item) for item in await self.client.zrevrange(self.keys.migration_tasks(), 0, limit - 1)]
+        """The most recent task ids whose record still exists, newest first.
+
+        Index entries of tasks whose record expired are removed on the way (the index is one sorted set in
+        its own slot, the records live in their tasks' slots: no transaction can span both on a cluster)."""
+        index = self.keys.migration_tasks()
+        live: list[str] = []
+        start = 0
+        while len(live) < limit:
+            page = [str(item) for item in await self.client.zrevrange(index, start, start + limit - 1)]
+            if not page:
+                break
+            async with self.client.pipeline(transaction=False) as pipe:
+                for task_id in page:
+                    pipe.exists(self._key(task_id, "task"))
+                found = await pipe.execute()
+            gone = [task_id for task_id, hit in zip(page, found, strict=True) if not hit]
+            live += [task_id for task_id, hit in zip(page, found, strict=True) if hit]
+            if gone:
+                await self.client.zrem(index, *gone)
+            start += len(page) - len(gone)
+        return live[:limit]
 
     # -- the run lease: one live process per task; a dead process's lease expires ---------------------------
     @redis_boundary
