@@ -179,6 +179,12 @@ class SyncError(MigrationError):
     code = "sync_failed"
 
 
+class SyncSourceGoneError(SyncError, LookupError):
+    """The session to sync does not exist on the source (any more); its sync link ends."""
+
+    code = "sync_source_gone"
+
+
 class ReplayError(HuddleError):
     """A recording or replay operation is not possible (e.g. the session is already being recorded)."""
 
@@ -235,4 +241,5 @@ __all__ = [
     "ShuttingDownError",
     "StateConflictError",
     "SyncError",
+    "SyncSourceGoneError",
 ]

@@ -145,6 +145,27 @@ class KeySpace:
         """Sorted set: migration task id -> creation time (ms)."""
         return f"{self.namespace}:migration:tasks"
 
+    # -- cross-instance sync links (status records live in the session's slot; the registry is sharded) -----
+    def sync_link(self, session_id: str, link: str) -> str:
+        """Hash in the session's slot: the status of one sync link (``<instance>/<owner>``), expiring with it."""
+        return f"{self.namespace}:{{{session_id}}}:sync:{link}"
+
+    def sync_index(self, shard: int) -> str:
+        """Sorted set: ``<session_id>/<instance>/<owner>`` -> last heartbeat (ms), for one shard."""
+        return self._index("syncs", shard)
+
+    def sync_index_for(self, session_id: str) -> str:
+        """The sync-registry shard that holds links of ``session_id``."""
+        return self.sync_index(self.shard_of(session_id))
+
+    def sync_indexes(self) -> list[str]:
+        """Every sync-registry shard."""
+        return [self.sync_index(shard) for shard in range(self.index_shards)]
+
+    def sync_wake(self, owner: str) -> str:
+        """Stream one process appends to so that its multiplexed real-time reader picks up new links at once."""
+        return f"{self.namespace}:sync:wake:{{{owner}}}"
+
     # -- replay (recordings carry their replay id as hash tag; the hold hash lives in the session's slot) ------
     def replay_holds(self, session_id: str) -> str:
         """Hash in the session's slot: recording id -> '<first seq still needed>:<lease end ms>'."""

@@ -42,6 +42,12 @@ class MigrationConfig(HuddleSettings):
         default=True, description="validate after each migration unless told not to"
     )
     conflict_policy: ConflictPolicy = "newest-wins"
+    copy_mode: Literal["auto", "restore", "logical"] = Field(
+        default="auto",
+        description="restore: DUMP/RESTORE each session's keys inside the import script (needs a target "
+        "version >= the source's); logical: re-create every entry (any versions); auto: restore when the "
+        "versions allow it, falling back to logical if the target refuses a payload",
+    )
     task_ttl: int = Field(
         default=7 * 86400,
         ge=60,
@@ -55,6 +61,9 @@ class MigrationConfig(HuddleSettings):
     )
     sync_interval: float = Field(default=5.0, ge=0.05, le=86400, description="seconds between periodic syncs")
     sync_block_ms: int = Field(default=1000, ge=10, le=60_000, description="XREAD BLOCK of real-time sync")
+    sync_status_ttl: float = Field(
+        default=15.0, ge=0.5, le=3600, description="seconds a sync link's status outlives its owner's heartbeat"
+    )
     instances: dict[str, str] = Field(
         default_factory=dict, description="named Redis URLs for cross-instance sync ('target' is target_url)"
     )

@@ -161,6 +161,11 @@ class CrossInstanceSession(_Frozen):
     full_copies: int
     errors: int
     last_error: str | None
+    target: str | None = Field(default=None, description="the target's URL, password masked")
+    owner: str | None = Field(default=None, description="the process running the link (host:pid:token)")
+    heartbeat_at: datetime | None = Field(
+        default=None, description="when the owner last wrote this status to the source"
+    )
 
 
 MigrationTask.model_rebuild()

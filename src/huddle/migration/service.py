@@ -41,6 +41,7 @@ from .tasks import TaskStore, now_ms
 from .validation import Digester
 
 RESUMABLE = ("pending", "running", "cancelling", "cancelled", "failed")
+_EPOCH = datetime.fromtimestamp(0, UTC)
 
 
 def parse_since(since: datetime | str | float) -> int:
@@ -70,6 +71,7 @@ class SessionMigration:
         self.target_keys = KeySpace(config.effective_target_namespace, config.index_shards)
         self._source: RedisClient | None = None
         self._target: RedisClient | None = None
+        self._source_raw: RedisClient | None = None
         self._ctx: Context | None = None
         self._sync: CrossInstanceSync | None = None
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -83,27 +85,29 @@ class SessionMigration:
             return self
         source = create_client(self.config.redis_settings(self.config.source_url))
         target = create_client(self.config.redis_settings(self.config.target_url))
+        # DUMP payloads are binary: read them over a client that does not decode replies.
+        source_raw = create_client(self.config.redis_settings(self.config.source_url), decode_responses=False)
         try:
             await _ping(source)
             await _ping(target)
         except BaseException:
-            await source.aclose()
-            await target.aclose()
+            for client in (source, target, source_raw):
+                await client.aclose()
             raise
-        self._source, self._target = source, target
+        self._source, self._target, self._source_raw = source, target, source_raw
         self._ctx = Context(
             config=self.config,
             source=source,
             target=target,
             source_keys=self.source_keys,
             target_keys=self.target_keys,
-            exporter=Exporter(source, self.source_keys),
+            exporter=Exporter(source, self.source_keys, raw=source_raw),
             importer=Importer(target, self.target_keys),
             tasks=TaskStore(target, self.target_keys, self.config.task_ttl),
             source_digest=Digester(source, self.source_keys),
             target_digest=Digester(target, self.target_keys),
         )
-        self._sync = CrossInstanceSync(self.config, source, self.source_keys, self.target_keys)
+        self._sync = CrossInstanceSync(self.config, source, self.source_keys, self.target_keys, self._owner)
         return self
 
     initialize = connect
@@ -129,7 +133,7 @@ class SessionMigration:
         self._running.clear()
         if self._sync is not None:
             await self._sync.close()
-        for client in (self._source, self._target):
+        for client in (self._source, self._target, self._source_raw):
             if client is not None:
                 await client.aclose()
 
@@ -336,12 +340,31 @@ class SessionMigration:
     def get_cross_instance_status(
         self, session_id: str, target_instance: str | None = None
     ) -> CrossInstanceSession | None:
-        """The sync status of a session (this process's links)."""
+        """The live status of this process's sync of the session (no I/O; ``fetch_*`` reads every process's)."""
         return self._syncer().status(session_id, target_instance)
 
     def list_cross_instance_sessions(self) -> list[CrossInstanceSession]:
-        """Every session this object keeps in sync."""
+        """The live status of every link this object runs (no I/O; ``fetch_*`` reads every process's)."""
         return self._syncer().list()
+
+    async def fetch_cross_instance_status(
+        self, session_id: str, target_instance: str | None = None
+    ) -> CrossInstanceSession | None:
+        """The session's sync status as published on the source by any process (this one's first, else the
+        most recently synced link), or None if no live process syncs it."""
+        found = [
+            link
+            for link in await self._syncer().fetch(session_id)
+            if target_instance in (None, link.target_instance)
+        ]
+        found.sort(key=lambda link: (link.owner != self._owner, -(link.last_sync_at or _EPOCH).timestamp()))
+        return found[0] if found else None
+
+    async def fetch_cross_instance_sessions(
+        self, session_id: str | None = None
+    ) -> list[CrossInstanceSession]:
+        """Every live sync link published on the source, by every process (``owner`` tells them apart)."""
+        return await self._syncer().fetch(session_id)
 
     async def stop_cross_instance_sync(self, session_id: str, target_instance: str | None = None) -> bool:
         """Stop syncing the session; False if it was not being synced."""

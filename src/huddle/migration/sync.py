@@ -2,10 +2,12 @@
 
 The source's event stream is the truth. A sync reads the target's last seq, then the source's changes after
 it (one MULTI), and applies them with import_session.lua in delta mode, which skips events the target already
-has: applying twice, or after a reconnect, never duplicates. ``real-time`` blocks on the source stream
-(XREAD) and syncs as soon as events arrive; ``periodic`` syncs every ``sync_interval``; ``manual`` only when
-``sync_session`` is called. A target that lost the session, or fell behind the source's trimming, gets a full
-copy instead.
+has: applying twice, or after a reconnect, never duplicates. ``real-time`` follows the source stream (XREAD
+BLOCK; one reader for all links of the process on a standalone source, see ``sync_follower``) and syncs as
+soon as events arrive; ``periodic`` syncs every ``sync_interval``; ``manual`` only when ``sync_session`` is
+called. A target that lost the session, or fell behind the source's trimming, gets a full copy instead.
+
+Every link's status is published on the source (``sync_links``), so any process can list every link.
 """
 
 from __future__ import annotations
@@ -13,76 +15,55 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from redis.exceptions import RedisError
 
-from ..connection import RedisClient, create_client
-from ..errors import HuddleError, InvalidMigrationRequestError, SyncError
+from ..config import mask_url
+from ..connection import RedisClient, create_client, is_cluster
+from ..errors import HuddleError, InvalidMigrationRequestError, SyncError, SyncSourceGoneError
 from ..ids import check_id
 from ..keys import KeySpace
 from ..store import redis_boundary
 from .config import MigrationConfig
 from .copier import Exporter, Importer, ImportResult, read_delta
-from .models import CrossInstanceSession, SyncMode
+from .models import CrossInstanceSession
+from .sync_follower import MAX_BACKOFF, StreamFollower
+from .sync_links import StatusBoard, SyncLink, read_links
 
 log = logging.getLogger("huddle.migration.sync")
 
 SYNC_MODES: tuple[str, ...] = ("real-time", "periodic", "manual")
-MAX_BACKOFF = 2.0
-
-
-@dataclass(slots=True)
-class _Link:
-    session_id: str
-    instance: str
-    mode: SyncMode
-    status: str = "idle"
-    last_synced_seq: int = 0
-    last_sync_at: datetime | None = None
-    syncs: int = 0
-    events_applied: int = 0
-    full_copies: int = 0
-    errors: int = 0
-    last_error: str | None = None
-    runner: asyncio.Task[None] | None = None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    def view(self) -> CrossInstanceSession:
-        return CrossInstanceSession(
-            session_id=self.session_id,
-            target_instance=self.instance,
-            sync_mode=self.mode,
-            status=self.status,
-            last_synced_seq=self.last_synced_seq,
-            last_sync_at=self.last_sync_at,
-            syncs=self.syncs,
-            events_applied=self.events_applied,
-            full_copies=self.full_copies,
-            errors=self.errors,
-            last_error=self.last_error,
-        )
-
-
-class _SourceGone(SyncError):
-    code = "sync_source_gone"
 
 
 class CrossInstanceSync:
-    """The sync links of one ``SessionMigration``: their tasks, target clients and status."""
+    """The sync links of one ``SessionMigration``: their tasks, target clients and published status."""
 
     def __init__(
-        self, config: MigrationConfig, source: RedisClient, source_keys: KeySpace, target_keys: KeySpace
+        self,
+        config: MigrationConfig,
+        source: RedisClient,
+        source_keys: KeySpace,
+        target_keys: KeySpace,
+        owner: str = "local",
     ):
         self.config = config
         self.source = source
         self.source_keys = source_keys
         self.target_keys = target_keys
+        self.owner = owner
         self._exporter = Exporter(source, source_keys)
         self._targets: dict[str, tuple[RedisClient, Importer]] = {}
-        self._links: dict[tuple[str, str], _Link] = {}
+        self._links: dict[tuple[str, str], SyncLink] = {}
+        self.board = StatusBoard(source, source_keys, owner, config.sync_status_ttl)
+        self.follower: StreamFollower | None = None
+        if not is_cluster(source):
+            self.follower = StreamFollower(source, source_keys, owner, self._block_ms(), self._sync)
         self._closed = False
+
+    def _block_ms(self) -> int:
+        """XREAD BLOCK time: below the socket timeout, so a quiet stream is not taken for a dead server."""
+        return max(min(self.config.sync_block_ms, int(self.config.socket_timeout * 1000) - 250), 10)
 
     def _target(self, instance: str) -> tuple[RedisClient, Importer]:
         if instance not in self._targets:
@@ -93,6 +74,10 @@ class CrossInstanceSync:
             client = create_client(self.config.redis_settings(url))
             self._targets[instance] = (client, Importer(client, self.target_keys))
         return self._targets[instance]
+
+    def _new_link(self, session_id: str, instance: str, mode: str) -> SyncLink:
+        target = mask_url(self.config.instance_url(instance))
+        return SyncLink(session_id, instance, mode, target=target)  # type: ignore[arg-type]
 
     async def setup(self, session_id: str, instance: str, mode: str) -> CrossInstanceSession:
         """Start syncing ``session_id`` to ``instance`` (the first sync runs now and must succeed)."""
@@ -105,65 +90,74 @@ class CrossInstanceSync:
             raise SyncError("the migration service is closed")
         self._target(instance)
         await self.stop(session_id, instance)
-        link = _Link(session_id, instance, mode)  # type: ignore[arg-type]
+        link = self._new_link(session_id, instance, mode)
         self._links[(session_id, instance)] = link
         try:
             await self._sync(link)
         except HuddleError:
             del self._links[(session_id, instance)]
             raise
+        self.board.track(link)
+        await self.board.flush()  # visible to other processes as soon as setup returns
+        name = f"huddle-sync-{session_id}-{instance}"
         if mode == "real-time":
-            link.runner = asyncio.create_task(self._follow(link), name=f"huddle-sync-{session_id}-{instance}")
+            if self.follower is not None:
+                await self.follower.add(link)
+            else:
+                link.runner = asyncio.create_task(self._follow(link), name=name)
         elif mode == "periodic":
-            link.runner = asyncio.create_task(
-                self._periodic(link), name=f"huddle-sync-{session_id}-{instance}"
-            )
-        return link.view()
+            link.runner = asyncio.create_task(self._periodic(link), name=name)
+        return link.view(self.owner)
 
     async def sync_session(self, session_id: str, instance: str | None = None) -> int:
         """Sync now (to every instance the session is linked to, or to ``instance``); returns events applied."""
         check_id(session_id)
+        if self._closed:
+            raise SyncError("the migration service is closed")
         links = [
             link
             for (sid, name), link in self._links.items()
             if sid == session_id and instance in (None, name)
         ]
         if not links:
-            link = _Link(session_id, instance or "target", "manual")
-            self._target(link.instance)
+            self._target(instance or "target")
+            link = self._new_link(session_id, instance or "target", "manual")
             self._links[(session_id, link.instance)] = link
+            self.board.track(link)
             links = [link]
         applied = 0
         for link in links:
             applied += await self._sync(link)
         return applied
 
-    async def _sync(self, link: _Link) -> int:
-        """One sync of one link; updates its status. Returns the number of events applied."""
+    async def _sync(self, link: SyncLink) -> int:
+        """One sync of one link; updates (and publishes) its status. Returns the number of events applied."""
         async with link.lock:
             try:
                 applied = await self._apply(link)
-            except _SourceGone as exc:
+            except SyncSourceGoneError as exc:
                 link.status, link.last_error = "source_gone", exc.message
                 raise
             except HuddleError as exc:
                 link.errors += 1
-                link.status, link.last_error = "retrying" if link.runner else "failed", exc.message
+                link.status, link.last_error = "retrying" if link.mode != "manual" else "failed", exc.message
                 raise
+            finally:
+                self.board.touch(link)
             link.syncs += 1
             link.events_applied += applied
             link.last_sync_at = datetime.now(UTC)
             link.status = "syncing" if link.mode != "manual" else "idle"
             return applied
 
-    async def _apply(self, link: _Link) -> int:
+    async def _apply(self, link: SyncLink) -> int:
         client, importer = self._target(link.instance)
         position = await _target_position(client, self.target_keys, link.session_id)
         if position is not None:
             seq, cp_last, fail_last = position
             delta = await read_delta(self.source, self.source_keys, link.session_id, seq, cp_last, fail_last)
             if delta is None:
-                raise _SourceGone(f"session {link.session_id!r} no longer exists on the source")
+                raise SyncSourceGoneError(f"session {link.session_id!r} no longer exists on the source")
             result = (await importer.write([delta], task_id="", policy="source-wins", marker_ttl_ms=0,
                                            backup=False, mode="delta"))[0]  # fmt: skip
             if isinstance(result, ImportResult):
@@ -179,7 +173,7 @@ class CrossInstanceSync:
         snapshots = await self._exporter.read([link.session_id])
         snap = snapshots[0]
         if snap is None:
-            raise _SourceGone(f"session {link.session_id!r} no longer exists on the source")
+            raise SyncSourceGoneError(f"session {link.session_id!r} does not exist on the source")
         result = (
             await importer.write([snap], task_id="", policy="source-wins", marker_ttl_ms=0, backup=False)
         )[0]
@@ -189,64 +183,79 @@ class CrossInstanceSync:
         link.last_synced_seq = snap.seq
         return snap.events
 
-    async def _follow(self, link: _Link) -> None:
-        """real-time: block on the source stream, sync whenever events arrive; retry through outages."""
+    async def _follow(self, link: SyncLink) -> None:
+        """real-time on a cluster (no multi-slot XREAD): block on this link's stream, sync when events arrive."""
         stream = self.source_keys.session(link.session_id).events
-        block = min(self.config.sync_block_ms, int(self.config.socket_timeout * 1000) - 250)
         backoff = 0.05
         while True:
             try:
-                await self.source.xread({stream: f"0-{link.last_synced_seq}"}, count=1, block=max(block, 10))
+                await self.source.xread(
+                    {stream: f"0-{link.last_synced_seq}"}, count=1, block=self._block_ms()
+                )
                 await self._sync(link)
                 backoff = 0.05
-            except _SourceGone:
+            except SyncSourceGoneError:
                 return
             except (HuddleError, RedisError, OSError) as exc:
                 link.status, link.last_error = "retrying", str(exc)
+                self.board.touch(link)
                 log.warning("sync of %s to %s failed (%s); retrying", link.session_id, link.instance, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
-    async def _periodic(self, link: _Link) -> None:
+    async def _periodic(self, link: SyncLink) -> None:
         """periodic: sync every ``sync_interval`` seconds."""
         while True:
             await asyncio.sleep(self.config.sync_interval)
             try:
                 await self._sync(link)
-            except _SourceGone:
+            except SyncSourceGoneError:
                 return
             except HuddleError as exc:
                 log.warning("periodic sync of %s to %s failed: %s", link.session_id, link.instance, exc)
 
+    async def fetch(self, session_id: str | None = None) -> list[CrossInstanceSession]:
+        """Every live link recorded on the source, of every process (of ``session_id`` only, if given)."""
+        if session_id is not None:
+            check_id(session_id)
+        return await read_links(self.source, self.source_keys, session_id)
+
     def status(self, session_id: str, instance: str | None = None) -> CrossInstanceSession | None:
-        """The link's status (the first linked instance if none is named)."""
+        """This process's link of the session (the first linked instance if none is named)."""
         for (sid, name), link in self._links.items():
             if sid == session_id and instance in (None, name):
-                return link.view()
+                return link.view(self.owner)
         return None
 
     def list(self) -> list[CrossInstanceSession]:
-        """Every link."""
-        return [link.view() for link in self._links.values()]
+        """Every link of this process."""
+        return [link.view(self.owner) for link in self._links.values()]
 
     async def stop(self, session_id: str, instance: str | None = None) -> bool:
         """Stop syncing the session (to ``instance`` or everywhere); False if it was not linked."""
         keys = [key for key in self._links if key[0] == session_id and instance in (None, key[1])]
-        for key in keys:
-            link = self._links.pop(key)
+        links = [self._links.pop(key) for key in keys]
+        for link in links:
+            if self.follower is not None:
+                await self.follower.remove(link)
             await _cancel(link.runner)
+            link.runner = None
             link.status = "stopped"
+        await self.board.forget(links)
         return bool(keys)
 
     async def close(self) -> None:
-        """Stop every link and close the target clients (idempotent)."""
+        """Stop every link, delete their status records and close the target clients (idempotent)."""
         if self._closed:
             return
         self._closed = True
+        if self.follower is not None:
+            await self.follower.close()
         for link in list(self._links.values()):
             await _cancel(link.runner)
             link.runner = None
             link.status = "stopped"
+        await self.board.close()
         for client, _ in self._targets.values():
             await client.aclose()
         self._targets.clear()

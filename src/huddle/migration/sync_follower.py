@@ -1,0 +1,171 @@
+"""One blocking reader for every real-time sync link of a process (standalone or Sentinel source).
+
+Instead of one ``XREAD BLOCK`` per link (N links would hold N pooled connections, and a pool smaller than N
+would starve the syncs themselves), one task blocks on every linked stream at once. When streams have new
+entries, their links are synced concurrently (at most ``concurrency`` at a time), then the reader blocks again
+from each link's last synced seq, so events that arrive meanwhile are caught by the next read. A link whose
+sync failed is left out of the read until its backoff has passed. New links wake the reader through a small
+stream of this process (``KeySpace.sync_wake``), so they are followed at once rather than after the block.
+
+A Redis Cluster refuses multi-key XREAD across slots; there, ``CrossInstanceSync`` runs one reader per link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from ..connection import RedisClient
+from ..errors import HuddleError, SyncSourceGoneError
+from ..keys import KeySpace
+from .sync_links import SyncLink
+
+log = logging.getLogger("huddle.migration.sync")
+
+MAX_BACKOFF = 2.0
+WAKE_TTL_MS = 60_000
+
+
+class StreamFollower:
+    """Multiplexes the real-time links of one process onto one ``XREAD BLOCK`` over all their streams."""
+
+    def __init__(
+        self,
+        client: RedisClient,
+        keys: KeySpace,
+        owner: str,
+        block_ms: int,
+        sync: Callable[[SyncLink], Awaitable[int]],
+        concurrency: int = 32,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.block_ms = block_ms
+        self._sync = sync
+        self._wake_key = keys.sync_wake(owner)
+        self._wake_id = "0-0"
+        self._streams: dict[str, list[SyncLink]] = {}
+        self._gate = asyncio.Semaphore(concurrency)
+        self._task: asyncio.Task[None] | None = None
+        self.reads = 0
+        """XREAD calls made so far (the benchmark reports it)."""
+
+    def __len__(self) -> int:
+        return sum(len(links) for links in self._streams.values())
+
+    async def add(self, link: SyncLink) -> None:
+        """Follow ``link`` from its last synced seq."""
+        stream = self.keys.session(link.session_id).events
+        self._streams.setdefault(stream, []).append(link)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="huddle-sync-follower")
+            return
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.xadd(self._wake_key, {"w": "1"}, maxlen=8, approximate=False)
+                pipe.pexpire(self._wake_key, WAKE_TTL_MS)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:  # the reader includes the link at its next round anyway
+            log.debug("could not wake the sync reader: %s", exc)
+
+    async def remove(self, link: SyncLink) -> None:
+        """Stop following ``link``; the reader stops when no link is left."""
+        stream = self.keys.session(link.session_id).events
+        links = self._streams.get(stream, [])
+        if link in links:
+            links.remove(link)
+            if not links:
+                del self._streams[stream]
+        if not self._streams:
+            await self.close()
+
+    async def close(self) -> None:
+        """Stop the reader (idempotent; links in the middle of a sync are cancelled with it)."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _request(self, now: float) -> tuple[dict[str, str], int]:
+        """The streams to read (from the lowest synced seq of their ready links) and the block time."""
+        streams = {self._wake_key: self._wake_id}
+        next_retry = math.inf
+        for stream, links in self._streams.items():
+            ready = [link.last_synced_seq for link in links if link.retry_at <= now]
+            if ready:
+                streams[stream] = f"0-{min(ready)}"
+            else:
+                next_retry = min(next_retry, *(link.retry_at for link in links))
+        block = self.block_ms
+        if next_retry < math.inf:
+            block = min(block, max(int((next_retry - now) * 1000), 10))
+        return streams, block
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = 0.05
+        while self._streams:
+            now = loop.time()
+            streams, block = self._request(now)
+            try:
+                self.reads += 1
+                reply = await self.client.xread(streams, count=1, block=block)
+            except (RedisError, OSError) as exc:
+                log.warning("real-time sync reader failed (%s); retrying", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                continue
+            backoff = 0.05
+            due: list[SyncLink] = []
+            for stream, entries in _pairs(reply):
+                if not entries:
+                    continue
+                if stream == self._wake_key:
+                    self._wake_id = str(entries[-1][0])
+                    continue
+                seq = int(str(entries[-1][0]).partition("-")[2])
+                due += [
+                    link
+                    for link in self._streams.get(stream, ())
+                    if link.retry_at <= now and link.last_synced_seq < seq
+                ]
+            if due:
+                await asyncio.gather(*(self._one(link, loop) for link in due))
+
+    async def _one(self, link: SyncLink, loop: asyncio.AbstractEventLoop) -> None:
+        async with self._gate:
+            try:
+                await self._sync(link)
+            except SyncSourceGoneError:
+                self._drop(link)  # the session is gone: nothing more will come
+                return
+            except (HuddleError, RedisError, OSError) as exc:
+                link.status, link.last_error = "retrying", str(exc)
+                link.retry_at = loop.time() + link.backoff
+                link.backoff = min(link.backoff * 2, MAX_BACKOFF)
+                log.warning("sync of %s to %s failed (%s); retrying", link.session_id, link.instance, exc)
+                return
+            link.retry_at, link.backoff = 0.0, 0.05
+
+    def _drop(self, link: SyncLink) -> None:
+        stream = self.keys.session(link.session_id).events
+        links = self._streams.get(stream, [])
+        if link in links:
+            links.remove(link)
+            if not links:
+                del self._streams[stream]
+
+
+def _pairs(reply: Any) -> list[tuple[str, list[Any]]]:
+    """XREAD's reply (huddle's clients speak RESP2: a list of [stream, entries]) as (stream, entries) pairs."""
+    if not reply:
+        return []
+    items = reply.items() if isinstance(reply, dict) else reply
+    return [(str(stream), list(entries)) for stream, entries in items]
