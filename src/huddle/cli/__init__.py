@@ -17,6 +17,7 @@ from .migrate import migrate_command
 from .replay import replay_app
 from .serve import serve_command
 from .stats import stats_command
+from .sync import sync_app
 
 app = typer.Typer(
     name="huddle",
@@ -29,6 +30,7 @@ app.command("demo")(demo_command)
 app.command("migrate")(migrate_command)
 app.add_typer(replay_app, name="replay")
 app.add_typer(config_app, name="config")
+app.add_typer(sync_app, name="sync")
 app.command("serve")(serve_command)
 app.command("stats")(stats_command)
 

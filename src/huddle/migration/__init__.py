@@ -14,6 +14,7 @@ from .models import (
     ValidationReport,
 )
 from .service import SessionMigration
+from .sync_links import read_sync_links
 
 __all__ = [
     "CONFLICT_POLICIES",
@@ -30,4 +31,5 @@ __all__ = [
     "SessionMismatch",
     "SideValues",
     "ValidationReport",
+    "read_sync_links",
 ]

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 
 from redis.exceptions import RedisError
 
-from ..connection import RedisClient
+from ..connection import RedisClient, ready
 from ..errors import HuddleError
 from ..keys import KeySpace
 from ..store import redis_boundary
@@ -217,6 +217,7 @@ class StatusBoard:
         now = time.time()
         now_ms = int(now * 1000)
         shards: set[str] = set()
+        self.client = await ready(self.client)
         async with self.client.pipeline(transaction=False) as pipe:
             for link in batch:
                 key = self.keys.sync_link(link.session_id, link_name(link.instance, self.owner))
@@ -235,6 +236,7 @@ class StatusBoard:
 
     @redis_boundary
     async def _delete(self, links: list[SyncLink]) -> None:
+        self.client = await ready(self.client)
         async with self.client.pipeline(transaction=False) as pipe:
             for link in links:
                 pipe.delete(self.keys.sync_link(link.session_id, link_name(link.instance, self.owner)))
@@ -246,12 +248,13 @@ class StatusBoard:
 
 
 @redis_boundary
-async def read_links(
+async def read_sync_links(
     client: RedisClient, keys: KeySpace, session_id: str | None = None
 ) -> list[CrossInstanceSession]:
     """Every live sync link recorded on this source (of ``session_id`` only, if given), of any process.
 
     Registry members whose status hash has expired (their owner stopped heartbeating) are removed."""
+    client = await ready(client)
     shards = [keys.sync_index_for(session_id)] if session_id is not None else keys.sync_indexes()
     async with client.pipeline(transaction=False) as pipe:
         for shard in shards:
