@@ -8,15 +8,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, cast
 
 import pytest
+import redis
 from migration_support import raw_session, same_session
 
 from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
 from huddle.errors import MigrationTaskBusyError
+from huddle.keys import KeySpace
 from huddle.migration import MigrationConfig, MigrationTask, SessionMigration
+from huddle.migration.sources import Batch, full_batches
 from huddle.topology import EmbeddedCluster
 
 pytestmark = pytest.mark.cluster
@@ -325,3 +328,55 @@ async def test_sessions_move_between_namespaces_of_one_cluster(
     async with SessionManager(config) as target:
         for sid in ids:
             assert await target.get_events(sid) == await source.get_events(sid)
+
+
+async def test_a_migration_onto_a_cluster_whose_script_caches_were_flushed_loads_the_scripts_again(
+    cluster: EmbeddedCluster, redis_server: EmbeddedRedis, make_manager: MakeManager, make_migration: MakeMigration
+) -> None:  # fmt: skip
+    source = await make_manager(redis_server.url)
+    await populate(source, cluster, per_master=1, events=1)
+    migration = await make_migration(redis_server.url, cluster.url)
+    for node in cluster.masters():
+        redis.Redis(port=node.port).script_flush()
+    task = await finished(migration, await migration.start_full_migration(validate_after=True))
+    assert task.status == "completed", task.error
+    assert task.progress.migrated_sessions == 3 and task.progress.failed_sessions == 0
+    assert task.validation is not None and task.validation.ok
+
+
+async def _scan_all(client: Any, keys: KeySpace, cursor: dict[str, Any]) -> tuple[list[str], list[Any]]:
+    ids: list[str] = []
+    cursors: list[Any] = []
+    async for batch, position in full_batches(client, keys, 5, cursor):
+        ids += batch
+        cursors.append(position)
+    return ids, cursors
+
+
+async def test_a_cluster_scan_cursor_whose_node_serves_other_slots_now_rescans_that_node_and_skips_nothing(
+    cluster: EmbeddedCluster, make_manager: MakeManager
+) -> None:
+    manager = await make_manager(cluster.url)
+    ids = await populate(manager, cluster, per_master=8, events=0)
+    everything, cursors = await _scan_all(manager.client, manager.keys, {})
+    assert sorted(everything) == sorted(ids)
+    assert [c["node"] for c in cursors][-1] == 3 and cursors[-1]["done"]
+    middle = next(c for c in cursors if c["node"] == 1 and c["scan"] != 0)
+    stale = {**middle, "slot": middle["slot"] + 1}  # as if node 1 had been resharded since
+    rest, _ = await _scan_all(manager.client, manager.keys, stale)
+    on_later_nodes = [sid for sid in ids if cluster.node_of_key(manager.keys.session(sid).meta).port
+                      != cluster.node_of_slot(0).port]  # fmt: skip
+    assert sorted(rest) == sorted(on_later_nodes)
+
+
+async def test_a_full_scan_cursor_of_an_older_task_without_a_node_still_resumes_on_a_standalone_server(
+    cluster: EmbeddedCluster, redis_server: EmbeddedRedis, make_manager: MakeManager
+) -> None:
+    manager = await make_manager(redis_server.url)
+    ids = await populate(manager, cluster, per_master=10, events=0)
+    first = cast(AsyncGenerator[Batch], full_batches(manager.client, manager.keys, 5, {}))
+    head, position = await anext(first)
+    await first.aclose()
+    assert position["node"] == 0 and not position["done"]
+    rest, _ = await _scan_all(manager.client, manager.keys, {"scan": position["scan"], "done": False})
+    assert sorted(head + rest) == sorted(ids) and len(head + rest) == len(ids)
