@@ -369,6 +369,32 @@ def node_target(client: RedisClient, key: str) -> dict[str, Any]:
     return {}
 
 
+async def primary_infos(client: RedisClient, section: str | None = None) -> dict[str, Any]:
+    """``INFO`` of every primary, by node name (``host:port``); the one server's under ``""`` when not a cluster.
+
+    On a cluster each primary is asked on its own connection; a node that fails to answer maps to its error
+    (the call raises only when no primary answered)."""
+    import asyncio
+
+    client = await ready(client)
+    args = [section] if section else []
+    if not is_cluster(client):
+        return {"": await client.info(*args)}
+    await client.initialize()
+    primaries = list(client.get_primaries())
+
+    async def one(node: Any) -> Any:
+        try:
+            return await node.execute_command("INFO", *args)
+        except (redis.RedisError, OSError) as exc:
+            return exc
+
+    replies = await asyncio.gather(*(one(node) for node in primaries))
+    if replies and all(isinstance(reply, BaseException) for reply in replies):
+        raise replies[0]
+    return {str(node.name): reply for node, reply in zip(primaries, replies, strict=True)}
+
+
 async def server_version(client: RedisClient) -> tuple[int, ...]:
     """The lowest ``redis_version`` among the nodes (``(major, minor, patch)``)."""
     client = await ready(client)

@@ -6,6 +6,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from .connection import primary_infos
 from .errors import HuddleError
 from .models import HealthStatus, MaintenanceReport
 from .store import REDIS_DOWN, redis_boundary
@@ -109,25 +110,37 @@ async def health_check(manager: SessionManager) -> HealthStatus:
         started = time.perf_counter()
         await manager.client.ping()
         latency_ms = (time.perf_counter() - started) * 1000
-        info = await manager.client.info()
+        infos = await primary_infos(manager.client)  # every primary on a cluster
+    except (HuddleError, *REDIS_DOWN) as exc:
+        return _down(exc, now)
+    answered = {node: info for node, info in infos.items() if not isinstance(info, BaseException)}
+    active: int | None = None
+    try:
         scripts_loaded = await manager.store.scripts_loaded()
         async with manager.client.pipeline(transaction=False) as pipe:
             for key in manager.keys.active_indexes():
                 pipe.zcard(key)
             active = sum(await pipe.execute())
     except (HuddleError, *REDIS_DOWN) as exc:
-        return HealthStatus(
-            status="down", redis_reachable=False, latency_ms=None, redis_version=None, used_memory_bytes=None,
-            scripts_loaded=False, active_sessions=None, problems=[f"redis unreachable: {exc}"], checked_at=now,
-        )  # fmt: skip
-    used, maxmemory = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+        if len(answered) == len(infos):
+            return _down(exc, now)
+        scripts_loaded = False  # some cluster primaries are down (named below): what they hold is unknown
+        problems.append(f"scripts and sessions not counted while a primary is down: {exc}")
     status = "healthy"
-    if maxmemory and used / maxmemory >= 0.95:
-        status = "critical"
-        problems.append(f"redis memory {used}/{maxmemory} bytes (>= 95%)")
-    elif maxmemory and used / maxmemory >= 0.8:
-        status = "warning"
-        problems.append(f"redis memory {used}/{maxmemory} bytes (>= 80%)")
+    for node, error in infos.items():
+        if isinstance(error, BaseException):
+            status = "critical"  # the slots of that primary cannot be served
+            problems.append(f"redis node {node} unreachable: {error}")
+    for node, info in answered.items():
+        used, maxmemory = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+        where = f"redis node {node}" if node else "redis"
+        if maxmemory and used / maxmemory >= 0.95:
+            status = "critical"
+            problems.append(f"{where} memory {used}/{maxmemory} bytes (>= 95%)")
+        elif maxmemory and used / maxmemory >= 0.8:
+            status = "warning" if status == "healthy" else status
+            problems.append(f"{where} memory {used}/{maxmemory} bytes (>= 80%)")
+    versions = [str(info.get("redis_version")) for info in answered.values()]
     if latency_ms > 100 and status == "healthy":
         status = "warning"
         problems.append(f"redis round trip {latency_ms:.1f} ms")
@@ -135,10 +148,21 @@ async def health_check(manager: SessionManager) -> HealthStatus:
         status=status,
         redis_reachable=True,
         latency_ms=latency_ms,
-        redis_version=str(info.get("redis_version")),
-        used_memory_bytes=used,
+        redis_version=min(versions, key=_version_key),
+        used_memory_bytes=sum(int(info.get("used_memory", 0)) for info in answered.values()),
         scripts_loaded=scripts_loaded,
         active_sessions=active,
         problems=problems,
         checked_at=now,
     )
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".")[:3] if part.isdigit())
+
+
+def _down(exc: BaseException, now: datetime) -> HealthStatus:
+    return HealthStatus(
+        status="down", redis_reachable=False, latency_ms=None, redis_version=None, used_memory_bytes=None,
+        scripts_loaded=False, active_sessions=None, problems=[f"redis unreachable: {exc}"], checked_at=now,
+    )  # fmt: skip

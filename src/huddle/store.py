@@ -21,7 +21,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .connection import RedisClient, is_cluster, server_version
+from .connection import RedisClient, is_cluster, ready, server_version
 from .errors import RedisPermissionError, RedisUnavailableError
 from .keys import KeySpace, SessionKeys
 from .models import (
@@ -255,7 +255,7 @@ class SessionStore:
         """``SPUBLISH`` on a Redis Cluster of 7.0+ (sharded pub/sub keeps notices on the slot's node), else
         ``PUBLISH``; asked once per store."""
         if self._publish_command is None:
-            sharded = is_cluster(self.client) and await server_version(self.client) >= (7, 0)
+            sharded = is_cluster(await ready(self.client)) and await server_version(self.client) >= (7, 0)
             self._publish_command = "SPUBLISH" if sharded else "PUBLISH"
         return self._publish_command
 

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from redis.exceptions import RedisError, ResponseError
 
-from ..connection import RedisClient
+from ..connection import RedisClient, is_cluster, ready, server_version
 from ..errors import HuddleError
 from ..keys import KeySpace
 from ..store import REDIS_DOWN, SessionStore
@@ -106,7 +106,9 @@ class ComponentCheck(Protocol):
 
 
 class RedisCheck:
-    """Round trip, version, role, memory vs maxmemory, evictions, clients and persistence of the server."""
+    """Round trip, version, role, memory vs maxmemory, evictions, clients and persistence of the server.
+
+    On a Redis Cluster every node is checked (``ClusterRedisCheck``)."""
 
     name = "redis"
 
@@ -115,6 +117,7 @@ class RedisCheck:
         self.config = config
         self._evicted: int | None = None
         self._save_config: str | None = None
+        self._cluster: ComponentCheck | None = None
 
     async def _save_setting(self) -> str | None:
         """``CONFIG GET save`` (None where the ACL does not permit it)."""
@@ -128,6 +131,13 @@ class RedisCheck:
     async def run(self) -> ComponentHealth:
         checks = CheckSet(self.name, "datastore", self.config)
         try:
+            client = await ready(self.client)  # an auto-detecting client asks the server first (awaited)
+            if is_cluster(client):
+                if self._cluster is None:
+                    from .cluster_check import ClusterRedisCheck
+
+                    self._cluster = ClusterRedisCheck(client, self.config)
+                return await self._cluster.run()
             started = time.perf_counter()
             await self.client.ping()
             rtt_ms = (time.perf_counter() - started) * 1000
@@ -228,6 +238,15 @@ class PubSubCheck:
 
     async def run(self) -> ComponentHealth:
         checks = CheckSet(self.name, "datastore", self.config)
+        try:
+            client = await ready(self.client)
+            if is_cluster(client) and await server_version(client) >= (7, 0):
+                from .cluster_check import ShardedPubSubCheck  # what emit.lua uses there (SPUBLISH)
+
+                return await ShardedPubSubCheck(client, self.channel, self.config).run()
+        except UNREACHABLE as exc:
+            checks.add("responseTime", None, "ms", level="down", output=f"unreachable: {exc}")
+            return checks.component()
         pubsub = self.client.pubsub()
         token = uuid.uuid4().hex
         deadline = time.perf_counter() + self.config.check_timeout * 0.9

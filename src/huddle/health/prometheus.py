@@ -30,6 +30,7 @@ class HealthCollector:
     def collect(self) -> Iterator[Metric]:
         """Called by the registry on every scrape."""
         yield from self._health()
+        yield from self._nodes()
         yield from self._operations()
         lag = GaugeMetricFamily(
             "huddle_event_loop_lag_seconds", "Worst event-loop wake-up delay of the last ~10 seconds."
@@ -67,6 +68,44 @@ class HealthCollector:
                         values.add_metric([key, check.observed_unit or ""], float(value))
             alerts.add_metric([], len(report.alerts))
         yield from (overall, components, values, levels, alerts)
+
+    def _nodes(self) -> Iterator[Metric]:
+        """Per-node gauges (label ``node`` = host:port) of the Redis Cluster nodes the last check asked."""
+        report = self._report()
+        redis = report.components.get("redis") if report is not None else None
+        nodes = redis.details.get("nodes", []) if redis is not None else []
+        labels = ["node", "type"]
+        up = GaugeMetricFamily(
+            "huddle_redis_node_up", "1 if the node answered the last check.", labels=labels
+        )
+        families = {
+            "response_time_ms": GaugeMetricFamily(
+                "huddle_redis_node_response_time_seconds", "PING round trip of the node.", labels=labels
+            ),
+            "used_memory_bytes": GaugeMetricFamily(
+                "huddle_redis_node_used_memory_bytes", "Memory the node uses.", labels=labels
+            ),
+            "memory_utilization": GaugeMetricFamily(
+                "huddle_redis_node_memory_utilization_ratio",
+                "used_memory / maxmemory of the node.",
+                labels=labels,
+            ),
+            "connected_clients": GaugeMetricFamily(
+                "huddle_redis_node_connected_clients", "Clients connected to the node.", labels=labels
+            ),
+            "slots": GaugeMetricFamily(
+                "huddle_redis_node_slots", "Hash slots the primary serves.", labels=labels
+            ),
+        }
+        for node in nodes:
+            key = [str(node.get("node")), str(node.get("type"))]
+            up.add_metric(key, 1.0 if node.get("reachable") else 0.0)
+            for field, family in families.items():
+                value = node.get(field)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    family.add_metric(key, value / 1000 if field == "response_time_ms" else float(value))
+        yield up
+        yield from families.values()
 
     def _operations(self) -> Iterator[Metric]:
         latency = GaugeMetricFamily(
