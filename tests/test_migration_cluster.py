@@ -353,8 +353,9 @@ async def _scan_all(client: Any, keys: KeySpace, cursor: dict[str, Any]) -> tupl
     return ids, cursors
 
 
-async def test_a_cluster_scan_cursor_whose_node_serves_other_slots_now_rescans_that_node_and_skips_nothing(
-    cluster: EmbeddedCluster, make_manager: MakeManager
+@pytest.mark.parametrize("changed", ["slot", "run"])
+async def test_a_scan_cursor_whose_node_was_resharded_or_replaced_rescans_that_node_and_skips_nothing(
+    cluster: EmbeddedCluster, make_manager: MakeManager, changed: str
 ) -> None:
     manager = await make_manager(cluster.url)
     ids = await populate(manager, cluster, per_master=8, events=0)
@@ -362,11 +363,15 @@ async def test_a_cluster_scan_cursor_whose_node_serves_other_slots_now_rescans_t
     assert sorted(everything) == sorted(ids)
     assert [c["node"] for c in cursors][-1] == 3 and cursors[-1]["done"]
     middle = next(c for c in cursors if c["node"] == 1 and c["scan"] != 0)
-    stale = {**middle, "slot": middle["slot"] + 1}  # as if node 1 had been resharded since
+    assert middle["run"] == redis.Redis(port=cluster.node_of_slot(middle["slot"]).port).info()["run_id"]
+    # As if node 1 had been resharded (first slot) or replaced by another process (failover, restart) since.
+    stale = {**middle, changed: middle["slot"] + 1 if changed == "slot" else "0" * 40}
+    resumed, _ = await _scan_all(manager.client, manager.keys, middle)
     rest, _ = await _scan_all(manager.client, manager.keys, stale)
     on_later_nodes = [sid for sid in ids if cluster.node_of_key(manager.keys.session(sid).meta).port
                       != cluster.node_of_slot(0).port]  # fmt: skip
     assert sorted(rest) == sorted(on_later_nodes)
+    assert len(resumed) < len(on_later_nodes)  # unchanged node: the cursor's position holds
 
 
 async def test_a_full_scan_cursor_of_an_older_task_without_a_node_still_resumes_on_a_standalone_server(
@@ -380,3 +385,23 @@ async def test_a_full_scan_cursor_of_an_older_task_without_a_node_still_resumes_
     assert position["node"] == 0 and not position["done"]
     rest, _ = await _scan_all(manager.client, manager.keys, {"scan": position["scan"], "done": False})
     assert sorted(head + rest) == sorted(ids) and len(head + rest) == len(ids)
+
+
+async def test_a_session_on_a_cluster_is_kept_in_sync_on_a_standalone_server_and_back(
+    cluster: EmbeddedCluster, redis_server: EmbeddedRedis, make_manager: MakeManager, make_migration: MakeMigration
+) -> None:  # fmt: skip
+    on_cluster = await make_manager(cluster.url)
+    on_server = await make_manager(redis_server.url)
+    sid = await on_cluster.create_session("alice")
+    outbound = await make_migration(cluster.url, redis_server.url)
+    await outbound.setup_cross_instance_sync(sid, "target", "manual")
+    for _ in range(3):
+        await on_cluster.emit_event(sid, {"type": "modified"}, "alice")
+    await outbound.sync_session(sid)
+    assert await on_server.get_events(sid) == await on_cluster.get_events(sid)
+    back = await on_server.create_session("bob")
+    inbound = await make_migration(redis_server.url, cluster.url)
+    await inbound.setup_cross_instance_sync(back, "target", "manual")
+    await on_server.emit_event(back, {"type": "modified"}, "bob")
+    await inbound.sync_session(back)
+    assert await on_cluster.get_events(back) == await on_server.get_events(back)

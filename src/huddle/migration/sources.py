@@ -26,28 +26,43 @@ async def full_batches(
 ) -> AsyncIterator[Batch]:
     """Every session of the namespace, from a SCAN cursor; on a cluster, every primary in turn.
 
-    The cursor is ``{"node": i, "slot": s, "scan": pos, "done": bool}``: the i-th primary in the order of the
-    first slot each serves (``s``), and the SCAN position on it. A cursor whose node now serves other slots
-    (resharding, or a cursor of another topology) restarts that node's scan: sessions may be looked at twice
-    (the import is idempotent), never skipped. Cursors without ``node`` (older tasks) are standalone ones."""
+    The cursor is ``{"node": i, "slot": s, "run": id, "scan": pos, "done": bool}``: the i-th primary in the
+    order of the first slot each serves (``s``), that server's ``run_id`` and the SCAN position on it. A SCAN
+    position only means something to the very server process that returned it (hash seeds differ between
+    processes), so when the node at ``i`` now serves other slots (resharding) or is another process (failover,
+    restart), its scan starts over: sessions may be looked at twice (the import is idempotent), never skipped.
+    Cursors without ``node`` (older tasks) are standalone ones and are taken as they are."""
     if cursor.get("done"):
         return
     nodes = await _nodes(client)
+    runs: dict[int, str] = {}
+
+    async def run_of(i: int) -> str:
+        if i not in runs:
+            runs[i] = await _run_id(client, nodes[i][1])
+        return runs[i]
+
     index = int(cursor.get("node", 0))
     position = int(cursor.get("scan", 0))
-    if index < len(nodes) and "slot" in cursor and cursor["slot"] != nodes[index][0]:
-        position = 0
+    if position and index < len(nodes):
+        moved = "slot" in cursor and cursor["slot"] != nodes[index][0]
+        if moved or ("run" in cursor and cursor["run"] != await run_of(index)):
+            position = 0
     ids: list[str] = []
     while index < len(nodes):
-        first_slot, node = nodes[index]
+        node = nodes[index][1]
+        run = await run_of(index)
         position, found = await _scan(client, node, position, keys.session_pattern(), batch_size)
         ids.extend(_session_ids(keys, found))
         if position == 0:
             index += 1
-        done = index >= len(nodes)
-        if len(ids) >= batch_size or done:
-            slot = nodes[index][0] if not done else first_slot
-            yield ids, {"node": index, "slot": slot, "scan": position, "done": done}
+        if index >= len(nodes):
+            yield ids, {"node": index, "scan": 0, "done": True}
+            return
+        if len(ids) >= batch_size:
+            if position == 0:
+                run = await run_of(index)
+            yield ids, {"node": index, "slot": nodes[index][0], "run": run, "scan": position, "done": False}
             ids = []
 
 
@@ -81,6 +96,13 @@ async def _nodes(client: RedisClient) -> list[tuple[int, Any]]:
 async def _ready(client: RedisClient) -> None:
     if client._initialize:  # the slot map is built on first use
         await client.initialize()
+
+
+@redis_boundary
+async def _run_id(client: RedisClient, node: Any) -> str:
+    """The server process's ``run_id`` (a new one after every restart)."""
+    info = await (client.info("server") if node is None else client.info("server", target_nodes=node))
+    return str(info["run_id"])
 
 
 @redis_boundary
