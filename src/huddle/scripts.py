@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from functools import cache
@@ -9,9 +10,9 @@ from importlib import resources
 from typing import Any
 
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import AskError, MovedError, NoScriptError, ResponseError, TryAgainError
 
-from .connection import RedisClient, node_target
+from .connection import RedisClient, is_cluster, node_target
 from .errors import (
     HuddleError,
     NotAMemberError,
@@ -89,15 +90,34 @@ class Scripts:
     ) -> tuple[Any, int]:
         """Run a script, then ``WAIT replicas timeout_ms`` on the same connection; returns (reply, replicas acked).
 
-        WAIT only covers writes made by its own connection, so both go in one pipeline to the node of the slot."""
+        WAIT only covers writes made by its own connection, so both go in one pipeline to the node of the slot.
+        On a cluster that pipeline is not redirected (redis-py would resend only the script, elsewhere, and the
+        WAIT would still ask the old master): after MOVED the slot map is updated and the pair sent again; after
+        ASK (slot being migrated) the pair goes to the importing node behind ASKING, on one connection; TRYAGAIN
+        (keys of the slot split between the two nodes) waits a little for the migration, like redis-py does."""
         script = self._scripts[name]
-        for attempt in range(2):
+        reloaded, redirects, retries, asking = False, 0, 0, None
+        while True:
+            target = {"target_nodes": asking} if asking is not None else node_target(client, keys[0])
             async with client.pipeline(transaction=False) as pipe:
-                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-                pipe.execute_command("WAIT", replicas, timeout_ms, **node_target(client, keys[0]))
-                reply, acked = await pipe.execute(raise_on_error=False)
-            if isinstance(reply, NoScriptError) and attempt == 0:
+                if asking is not None:
+                    pipe.execute_command("ASKING", **target)
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args, **target)
+                pipe.execute_command("WAIT", replicas, timeout_ms, **target)
+                replies = await pipe.execute(raise_on_error=False, **no_redirects(client))
+            reply, acked = replies[-2:]
+            if isinstance(reply, NoScriptError) and not reloaded:
                 script.sha = await client.script_load(script.script)  # failover or restart: reload, retry
+                reloaded = True
+                continue
+            if isinstance(reply, MovedError | AskError) and redirects < MAX_REDIRECTS:
+                redirects += 1
+                asking = await redirect(client, reply)
+                continue
+            if isinstance(reply, TryAgainError) and retries < MAX_TRYAGAIN:
+                retries += 1
+                await asyncio.sleep(min(0.1, 0.01 * 2**retries))
+                asking = None  # ask the slot's owner again: the migration may have finished
                 continue
             if isinstance(reply, ResponseError):
                 raise translate_script_error(reply) from reply
@@ -106,7 +126,27 @@ class Scripts:
             if isinstance(acked, Exception):
                 raise acked
             return reply, int(acked)
-        raise NoScriptError(f"script {name} could not be loaded")
+
+
+MAX_REDIRECTS = 5
+MAX_TRYAGAIN = 20
+
+
+def no_redirects(client: RedisClient) -> dict[str, Any]:
+    """``execute`` kwargs that keep a cluster pipeline from redirecting commands one by one."""
+    return {"allow_redirections": False} if is_cluster(client) else {}
+
+
+async def redirect(client: RedisClient, error: MovedError | AskError) -> Any:
+    """Follow a redirect: MOVED updates the client's slot map (returns None), ASK returns the node to ask."""
+    if isinstance(error, AskError):
+        node = client.get_node(host=error.host, port=error.port)
+        if node is None:
+            await client.initialize()
+            node = client.get_node(host=error.host, port=error.port)
+        return node
+    await client.nodes_manager.move_slot(error)
+    return None
 
 
 def translate_script_error(exc: ResponseError) -> Exception:

@@ -241,7 +241,7 @@ class PubSubCheck:
         try:
             client = await ready(self.client)
             if is_cluster(client) and await server_version(client) >= (7, 0):
-                from .cluster_check import ShardedPubSubCheck  # what emit.lua uses there (SPUBLISH)
+                from .cluster_pubsub import ShardedPubSubCheck  # what emit.lua uses there (SPUBLISH)
 
                 return await ShardedPubSubCheck(client, self.channel, self.config).run()
         except UNREACHABLE as exc:
