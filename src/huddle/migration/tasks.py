@@ -1,7 +1,8 @@
 """Persisted migration tasks: status, counters, cursor, conflicts, errors and the run lease, on the target.
 
-Every key of one task carries the task id as hash tag, so a batch's bookkeeping is one MULTI (also on a
-cluster): counters, cursor, written ids, conflicts and errors move together or not at all.
+Every key of one task carries the task id as hash tag, so a batch's bookkeeping is one script on one slot
+(migration_commit.lua, also on a cluster): counters, cursor, written ids, conflicts and errors move together or
+not at all. The global task index is another key (another slot), written separately.
 """
 
 from __future__ import annotations
@@ -9,7 +10,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
+from importlib import resources
 from typing import Any
+
+from redis.commands.core import AsyncScript
 
 from ..connection import RedisClient
 from ..keys import KeySpace
@@ -26,6 +30,7 @@ from .models import (
 COUNTERS = ("total", "processed", "migrated", "unchanged", "kept", "failed", "unknown", "conflicts", "events")
 RECENT = 100
 _PARTS = ("task", "ids", "conflicts", "errors", "written", "lease")
+_COMMIT_SCRIPT = (resources.files("huddle") / "scripts" / "migration_commit.lua").read_text()
 
 
 def now_ms() -> int:
@@ -40,6 +45,7 @@ class TaskStore:
         self.client = client
         self.keys = keys
         self.ttl = ttl_seconds
+        self._commit: AsyncScript = client.register_script(_COMMIT_SCRIPT)
 
     def _key(self, task_id: str, part: str) -> str:
         return self.keys.migration_task(task_id, part)
@@ -175,22 +181,17 @@ class TaskStore:
         errors: Sequence[MigrationErrorRecord],
     ) -> str:
         """Record one batch atomically; returns the task's status (``cancelling`` asks the runner to stop)."""
-        task = self._key(task_id, "task")
-        async with self.client.pipeline(transaction=True) as pipe:
-            for name, value in increments.items():
-                if value:
-                    pipe.hincrby(task, name, value)
-            pipe.hset(task, "cursor", json.dumps(dict(cursor)))
-            if written:
-                pipe.sadd(self._key(task_id, "written"), *written)
-            if conflicts:
-                pipe.rpush(self._key(task_id, "conflicts"), *(item.model_dump_json() for item in conflicts))
-            if errors:
-                pipe.rpush(self._key(task_id, "errors"), *(item.model_dump_json() for item in errors))
-            self._expire_all(pipe, task_id)
-            pipe.hget(task, "status")
-            replies = await pipe.execute()
-        return str(replies[-1])
+        counters = [str(item) for name, value in increments.items() if value for item in (name, value)]
+        args: list[str | int] = [self.ttl, json.dumps(dict(cursor))]
+        for items in (
+            counters,
+            list(written),
+            [item.model_dump_json() for item in conflicts],
+            [item.model_dump_json() for item in errors],
+        ):
+            args += [len(items), *items]
+        keys = [self._key(task_id, part) for part in ("task", "ids", "conflicts", "errors", "written")]
+        return str(await self._commit(keys=keys, args=args))
 
     @redis_boundary
     async def save_validation(self, task_id: str, report: ValidationReport) -> None:

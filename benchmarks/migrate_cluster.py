@@ -1,0 +1,167 @@
+"""Benchmark: full session migration standalone -> 3-master cluster and back, next to a raw DUMP/RESTORE copy.
+
+The raw copy (pipelined DUMP + PTTL on the source, RESTORE ... REPLACE on the target, in batches; redis-py's
+cluster client splits each pipeline per node) moves the same keys with no per-session logic: it is the
+physical limit of each direction. A standalone -> standalone huddle migration of the same data is measured too,
+to show what the cluster side costs. All servers run on this machine (2 cores shared by every process, so the
+cluster cannot show more throughput than one node); every number printed is measured in this run.
+
+    .venv/bin/python benchmarks/migrate_cluster.py --sessions 5000 --events 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
+from huddle.migration import MigrationConfig, SessionMigration
+from huddle.topology import EmbeddedCluster
+
+NAMESPACE = "bench"
+
+
+async def populate(url: str, sessions: int, events: int) -> int:
+    """Create the sessions through SessionManager (real scripts); returns the number of stored events."""
+    config = SessionManagerConfig(redis_url=url, namespace=NAMESPACE, max_events_per_session=max(events * 2, 10),
+                                  checkpoint_interval=1000)  # fmt: skip
+    async with SessionManager(config) as manager:
+
+        async def one(i: int) -> int:
+            sid = await manager.create_session("alice", session_id=f"s{i}", metadata={"i": i})
+            await manager.join_session(sid, "bob")
+            for j in range(events - 2):
+                await manager.emit_event(
+                    sid, {"type": "modified", "data": {"j": j, "note": "x" * 40}}, "alice"
+                )
+            return len(await manager.get_events(sid))
+
+        total = 0
+        for start in range(0, sessions, 200):
+            total += sum(await asyncio.gather(*(one(i) for i in range(start, min(start + 200, sessions)))))
+    return total
+
+
+def raw_client(url: str, cluster: bool) -> Any:
+    """A plain redis-py client (bytes), cluster-aware for the cluster side."""
+    if cluster:
+        return RedisCluster.from_url(url.split("?")[0], decode_responses=False)
+    return aioredis.Redis.from_url(url, decode_responses=False)
+
+
+async def raw_copy(source_url: str, source_cluster: bool, target_url: str, target_cluster: bool,
+                   batch_keys: int) -> tuple[float, int]:  # fmt: skip
+    """Pipelined DUMP/PTTL -> RESTORE REPLACE of every session key of the namespace; returns (seconds, keys)."""
+    source, target = raw_client(source_url, source_cluster), raw_client(target_url, target_cluster)
+    started = time.perf_counter()
+    copied = 0
+    try:
+        keys: list[bytes] = []
+
+        async def flush() -> None:
+            nonlocal copied
+            async with source.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.dump(key).pttl(key)
+                replies = await pipe.execute()
+            async with target.pipeline(transaction=False) as pipe:
+                for i, key in enumerate(keys):
+                    payload, pttl = replies[2 * i], replies[2 * i + 1]
+                    if payload is not None:
+                        pipe.restore(key, max(int(pttl), 0), payload, replace=True)
+                        copied += 1
+                await pipe.execute()
+            keys.clear()
+
+        async for key in source.scan_iter(match=f"{NAMESPACE}:{{*}}:*", count=batch_keys):
+            keys.append(key)
+            if len(keys) >= batch_keys:
+                await flush()
+        if keys:
+            await flush()
+    finally:
+        await source.aclose()
+        await target.aclose()
+    return time.perf_counter() - started, copied
+
+
+async def huddle_copy(
+    source_url: str, target_url: str, batch: int, validate: bool
+) -> tuple[float, float | None]:
+    """A full SessionMigration; returns (seconds for the whole task, seconds of its validation if any)."""
+    config = MigrationConfig(
+        source_url=source_url, target_url=target_url, namespace=NAMESPACE, batch_size=batch
+    )
+    async with SessionMigration(config) as migration:
+        started = time.perf_counter()
+        task = await migration.wait(await migration.start_full_migration(validate_after=validate))
+        elapsed = time.perf_counter() - started
+    assert task.status == "completed", task
+    assert task.progress.failed_sessions == 0, task.recent_errors
+    if validate:
+        assert task.validation is not None and task.validation.ok, task.validation
+        return elapsed, task.validation.duration_ms / 1000
+    return elapsed, None
+
+
+async def wipe(url: str, cluster: bool) -> None:
+    client = raw_client(url, cluster)
+    if cluster:
+        await client.flushall(target_nodes=RedisCluster.PRIMARIES)
+    else:
+        await client.flushall()
+    await client.aclose()
+
+
+async def direction(label: str, source: tuple[str, bool], target: tuple[str, bool], batch: int,
+                    sessions: int, stored: int) -> None:  # fmt: skip
+    def rates(seconds: float) -> str:
+        return f"{sessions / seconds:8.0f} sessions/s {stored / seconds:9.0f} events/s ({seconds:6.2f}s)"
+
+    await wipe(*target)
+    raw_s, keys = await raw_copy(*source, *target, batch * 5)
+    await wipe(*target)
+    plain_s, _ = await huddle_copy(source[0], target[0], batch, validate=False)
+    await wipe(*target)
+    val_s, validation_s = await huddle_copy(source[0], target[0], batch, validate=True)
+    assert validation_s is not None
+    print(f"{label}")
+    print(f"  raw DUMP/RESTORE ({keys} keys)       {rates(raw_s)}")
+    print(f"  huddle, no validation               {rates(plain_s)}  ratio to raw {raw_s / plain_s:.2f}")
+    print(f"  huddle + validation                 {rates(val_s)}  ratio to raw {raw_s / val_s:.2f}; "
+          f"validation.duration_ms {validation_s:.2f}s; total {(val_s / plain_s - 1) * 100:+.0f}% vs no validation")  # fmt: skip
+
+
+async def main(sessions: int, events: int, batch: int) -> None:
+    with EmbeddedCluster(masters=3, replicas=0) as cluster:
+        async with EmbeddedRedis() as single, EmbeddedRedis() as other:
+            print(f"redis {single.version()}; 3-master cluster (no replicas); {sessions} sessions x {events} "
+                  f"events, batch {batch}")  # fmt: skip
+            started = time.perf_counter()
+            stored = await populate(single.url, sessions, events)
+            print(f"populated {sessions} sessions / {stored} events in {time.perf_counter() - started:.1f}s")
+            await direction("standalone -> standalone (reference)", (single.url, False), (other.url, False),
+                            batch, sessions, stored)  # fmt: skip
+            await direction("standalone -> cluster", (single.url, False), (cluster.url, True), batch, sessions,
+                            stored)  # fmt: skip
+            # Only the session keys on the cluster (no migration markers), copied raw, then moved back.
+            await wipe(cluster.url, True)
+            await raw_copy(single.url, False, cluster.url, True, batch * 5)
+            await direction("cluster -> standalone", (cluster.url, True), (other.url, False), batch, sessions,
+                            stored)  # fmt: skip
+            spread = cluster.distribution([f"{NAMESPACE}:{{s{i}}}:meta" for i in range(sessions)])
+            print(f"sessions per master: {sorted(spread.values())}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=5000)
+    parser.add_argument("--events", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=100)
+    args = parser.parse_args()
+    asyncio.run(main(args.sessions, args.events, args.batch_size))
