@@ -405,3 +405,39 @@ async def test_a_session_on_a_cluster_is_kept_in_sync_on_a_standalone_server_and
     await on_server.emit_event(back, {"type": "modified"}, "bob")
     await inbound.sync_session(back)
     assert await on_cluster.get_events(back) == await on_server.get_events(back)
+
+
+async def test_a_migration_paused_on_a_master_that_then_fails_over_rescans_its_replica_and_misses_nothing(
+    redis_server: EmbeddedRedis, make_manager: MakeManager, make_migration: MakeMigration
+) -> None:
+    with EmbeddedCluster(masters=3, replicas=1, node_timeout_ms=1000) as cluster:
+        url = cluster.url
+        source = await make_manager(url)
+        ids = await populate(source, cluster, per_master=40, events=1)
+        await source.close()
+        first = await make_migration(url, redis_server.url, batch_size=1)
+        task_id = await first.start_full_migration(validate_after=False)
+        while (status := await first.get_migration_status(task_id)) is not None:
+            if status.progress.processed_sessions >= 50 or status.done:
+                break
+            await asyncio.sleep(0.005)
+        await first.cancel_migration(task_id)
+        paused = await finished(first, task_id)
+        await first.close()
+        assert paused.status == "cancelled" and paused.cursor["node"] in (1, 2)
+        already = paused.progress.processed_sessions - 40 * paused.cursor["node"]  # taken from that node
+        victim = cluster.node_of_slot(paused.cursor["slot"])
+        cluster.kill(victim)
+        promoted = await asyncio.to_thread(cluster.wait_for_failover, victim, 30)
+        assert promoted.port != victim.port
+        resumer = await make_migration(url, redis_server.url, batch_size=1)
+        await resumer.resume_migration(task_id)
+        done = await finished(resumer, task_id)
+        assert done.status == "completed", done.error
+        # The promoted replica is another process: its scan started over, so the sessions of that node taken
+        # before the pause were processed (refreshed: rewritten whole, never duplicated) a second time.
+        assert done.progress.processed_sessions == done.progress.migrated_sessions == 120 + already
+        assert done.progress.failed_sessions == done.progress.unchanged_sessions == 0
+        report = await resumer.validate_migration(task_id)
+        assert report.ok and report.total_checked == len(ids)
+        await resumer.close()
