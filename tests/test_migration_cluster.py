@@ -441,3 +441,22 @@ async def test_a_migration_paused_on_a_master_that_then_fails_over_rescans_its_r
         report = await resumer.validate_migration(task_id)
         assert report.ok and report.total_checked == len(ids)
         await resumer.close()
+
+
+async def test_real_time_sync_tails_a_session_on_a_cluster_onto_a_standalone_server_in_order(
+    cluster: EmbeddedCluster, redis_server: EmbeddedRedis, make_manager: MakeManager, make_migration: MakeMigration
+) -> None:  # fmt: skip
+    on_cluster = await make_manager(cluster.url)
+    on_server = await make_manager(redis_server.url)
+    sid = await on_cluster.create_session("alice")
+    sync = await make_migration(cluster.url, redis_server.url, sync_block_ms=50)
+    await sync.setup_cross_instance_sync(sid, "target", "real-time")
+    for i in range(20):
+        await on_cluster.emit_event(sid, {"type": "modified", "data": {"i": i}}, "alice")
+    expected = await on_cluster.get_events(sid)
+    for _ in range(500):
+        if len(await on_server.get_events(sid)) == len(expected):
+            break
+        await asyncio.sleep(0.02)
+    assert await on_server.get_events(sid) == expected
+    assert await sync.stop_cross_instance_sync(sid)
