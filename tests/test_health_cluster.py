@@ -29,9 +29,16 @@ async def manager(cluster: EmbeddedCluster) -> AsyncIterator[SessionManager]:
         yield built
 
 
+LENIENT = {  # a loaded 2-core box must not turn round trips into warnings: these tests judge other figures
+    "redis:responseTime": {"warning": 30_000},
+    "pubsub:responseTime": {"warning": 30_000},
+    "process:eventLoopLag": {"warning": 30_000},
+}
+
+
 @pytest.fixture
 async def health(manager: SessionManager) -> AsyncIterator[SessionHealthCheck]:
-    async with SessionHealthCheck(HealthConfig(check_interval=60)) as checker:
+    async with SessionHealthCheck(HealthConfig(check_interval=60, thresholds=LENIENT)) as checker:
         await checker.initialize(session_manager=manager)
         yield checker
 
@@ -83,7 +90,8 @@ async def test_memory_utilization_is_judged_on_the_fullest_primary_and_names_it(
     used = int(node.info("memory")["used_memory"])
     node.config_set("maxmemory", str(used * 4))  # about 25 % used: far from evicting anything
     config = HealthConfig(
-        check_interval=60, thresholds={"redis:memoryUtilization": {"warning": 0.1, "critical": 0.9}}
+        check_interval=60,
+        thresholds={**LENIENT, "redis:memoryUtilization": {"warning": 0.1, "critical": 0.9}},
     )
     try:
         async with SessionHealthCheck(config) as checker:
@@ -191,25 +199,27 @@ async def test_a_dead_master_makes_redis_critical_naming_the_node_everywhere(
     config = SessionManagerConfig(
         redis_url=fragile.url, namespace=f"t{uuid.uuid4().hex[:8]}", socket_timeout=2, connect_timeout=1
     )
-    async with SessionManager(config) as manager:
-        async with SessionHealthCheck(HealthConfig(check_interval=60)) as checker:
-            await checker.initialize(session_manager=manager)
-            assert (await checker.get_health_status(refresh=True)).components["redis"].level == "healthy"
-            victim = fragile.masters()[0]
-            fragile.kill(victim)
-            report = await checker.get_health_status(refresh=True)
-            status = await manager.health_check()
-            metrics = health_metrics(checker)
+    checks = HealthConfig(check_interval=60, thresholds=LENIENT)
+    async with SessionManager(config) as manager, SessionHealthCheck(checks) as checker:
+        await checker.initialize(session_manager=manager)
+        before = (await checker.get_health_status(refresh=True)).components["redis"]
+        assert before.level == "healthy", before.output
+        victim = fragile.masters()[0]
+        fragile.kill(victim)
+        report = await checker.get_health_status(refresh=True)
+        status = await manager.health_check()
+        metrics = health_metrics(checker)
     name = f"127.0.0.1:{victim.port}"
     redis_health = report.components["redis"]
-    assert redis_health.level == "critical"
+    assert redis_health.level == "critical", redis_health.output
     assert redis_health.checks["redis:connection"].status == "fail"
     assert name in (redis_health.output or "")
     dead = [n for n in redis_health.details["nodes"] if n["node"] == name]
     assert len(dead) == 1 and dead[0]["reachable"] is False and dead[0]["slots"] > 0
     assert report.overall in ("critical", "down")
     assert metrics[(name, "primary")] == 0.0 and sorted(metrics.values()) == [0.0, 1.0, 1.0]
-    assert status.status == "critical" and any(name in problem for problem in status.problems)
+    assert status.status == "critical", status
+    assert any(name in problem for problem in status.problems), status
 
 
 def health_metrics(checker: SessionHealthCheck) -> dict[tuple[str, str], float]:

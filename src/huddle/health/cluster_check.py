@@ -143,10 +143,10 @@ class ClusterRedisCheck:
         self._evicted: dict[str, int] = {}
 
     async def _ask(self, node: Any, figures: NodeFigures) -> None:
-        started = time.perf_counter()
+        figures.info = {_text(k): v for k, v in dict(await node.execute_command("INFO")).items()}
+        started = time.perf_counter()  # timed after INFO: a connection (re)opened for it is not counted
         await node.execute_command("PING")
         figures.rtt_ms = round((time.perf_counter() - started) * 1000, 3)
-        figures.info = {_text(k): v for k, v in dict(await node.execute_command("INFO")).items()}
         if figures.server_type == "primary":
             reply = await node.execute_command("CLUSTER INFO")
             figures.cluster = {_text(k): _text(v) for k, v in dict(reply).items()}
