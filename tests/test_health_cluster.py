@@ -225,3 +225,22 @@ async def test_a_dead_master_makes_redis_critical_naming_the_node_everywhere(
 def health_metrics(checker: SessionHealthCheck) -> dict[tuple[str, str], float]:
     families = {f.name: f for f in text_string_to_metric_families(checker.prometheus().decode())}
     return {(s.labels["node"], s.labels["type"]): s.value for s in families["huddle_redis_node_up"].samples}
+
+
+def test_huddle_serve_on_a_cluster_node_url_reports_every_node_over_http(cluster: EmbeddedCluster) -> None:
+    from test_serve import Served  # the same real `huddle serve` subprocess the serve tests use
+
+    node_url = f"redis://127.0.0.1:{cluster.ports[0]}/0"  # no cluster option: detected by the server process
+    server = Served(node_url, f"serve{uuid.uuid4().hex[:8]}")
+    try:
+        server.wait_for(lambda: server.get("/health/redis").status_code == 200, "a healthy redis component")
+        body = server.get("/health/redis").json()
+        metrics = server.get("/metrics").text
+    finally:
+        assert server.stop() == 0
+    nodes = body["component"]["details"]["nodes"]
+    assert {node["node"] for node in nodes if node["type"] == "primary"} == names(cluster.masters())
+    assert body["component"]["checks"]["redis:clusterState"]["observedValue"] == "ok"
+    families = {f.name: f for f in text_string_to_metric_families(metrics)}
+    up = {s.labels["node"] for s in families["huddle_redis_node_up"].samples if s.value == 1.0}
+    assert names(cluster.masters()) <= up
