@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from statistics import median
 
 import redis.asyncio as aioredis
 
@@ -27,7 +28,8 @@ async def populate(url: str, sessions: int, events: int) -> int:
     async with SessionManager(config) as manager:
 
         async def one(i: int) -> None:
-            sid = await manager.create_session("alice", session_id=f"s{i}", metadata={"i": i})
+            meta = {"i": i, "task": f"refactor module {i} of the platform", "owner": "alice@example.com"}
+            sid = await manager.create_session("alice", session_id=f"s{i}", metadata=meta)
             await manager.join_session(sid, "bob")
             for j in range(events - 2):
                 await manager.emit_event(
@@ -81,10 +83,8 @@ async def raw_copy(source_url: str, target_url: str, batch_keys: int) -> tuple[f
     return time.perf_counter() - started, copied
 
 
-async def huddle_copy(
-    source_url: str, target_url: str, batch: int, validate: bool
-) -> tuple[float, float | None]:
-    """A full SessionMigration; returns (seconds for the whole task, seconds of its validation if any)."""
+async def huddle_copy(source_url: str, target_url: str, batch: int, validate: bool, sessions: int) -> float:
+    """A full SessionMigration (optionally with ``validate_after``); returns the seconds the whole task took."""
     config = MigrationConfig(
         source_url=source_url, target_url=target_url, namespace=NAMESPACE, batch_size=batch
     )
@@ -94,10 +94,24 @@ async def huddle_copy(
         elapsed = time.perf_counter() - started
     assert task.status == "completed", task
     assert task.progress.failed_sessions == 0, task.recent_errors
+    assert task.progress.migrated_sessions == sessions, task.progress
     if validate:
         assert task.validation is not None and task.validation.ok, task.validation
-        return elapsed, task.validation.duration_ms / 1000
-    return elapsed, None
+        assert task.validation.total_checked == sessions, task.validation
+    return elapsed
+
+
+async def reread(source_url: str, target_url: str, batch: int, sessions: int) -> float:
+    """``validate_migration()`` of the whole namespace: both sides re-read independently; returns seconds."""
+    config = MigrationConfig(
+        source_url=source_url, target_url=target_url, namespace=NAMESPACE, batch_size=batch
+    )
+    async with SessionMigration(config) as migration:
+        started = time.perf_counter()
+        report = await migration.validate_migration()
+        elapsed = time.perf_counter() - started
+    assert report.ok and report.total_checked == sessions, report
+    return elapsed
 
 
 async def flush(url: str) -> None:
@@ -106,7 +120,7 @@ async def flush(url: str) -> None:
     await client.aclose()
 
 
-async def main(sessions: int, events: int, batch: int) -> None:
+async def main(sessions: int, events: int, batch: int, rounds: int) -> None:
     async with EmbeddedRedis() as source, EmbeddedRedis() as target:
         print(
             f"redis {source.version()} -> {target.version()}; {sessions} sessions x {events} events, batch {batch}"
@@ -115,21 +129,31 @@ async def main(sessions: int, events: int, batch: int) -> None:
         stored = await populate(source.url, sessions, events)
         print(f"populated {sessions} sessions / {stored} events in {time.perf_counter() - started:.1f}s")
 
-        raw_s, keys = await raw_copy(source.url, target.url, batch * 5)
-        await flush(target.url)
-        plain_s, _ = await huddle_copy(source.url, target.url, batch, validate=False)
-        await flush(target.url)
-        val_s, validation_s = await huddle_copy(source.url, target.url, batch, validate=True)
-        assert validation_s is not None
+        raw, plain, checked, again = [], [], [], []
+        for i in range(rounds):  # alternate the order so drift on a shared machine hits every variant
+            order = ["raw", "plain", "checked"]
+            for name in order[i % 3 :] + order[: i % 3]:
+                await flush(target.url)
+                if name == "raw":
+                    raw.append((await raw_copy(source.url, target.url, batch * 5))[0])
+                elif name == "plain":
+                    plain.append(await huddle_copy(source.url, target.url, batch, False, sessions))
+                else:
+                    checked.append(await huddle_copy(source.url, target.url, batch, True, sessions))
+                    again.append(await reread(source.url, target.url, batch, sessions))
 
         def rates(seconds: float) -> str:
-            return f"{sessions / seconds:9.0f} sessions/s {stored / seconds:10.0f} events/s ({seconds:6.2f}s)"
+            return f"{sessions / seconds:6.0f} sessions/s {stored / seconds:8.0f} events/s ({seconds:5.2f}s)"
 
-        print(f"raw DUMP/RESTORE ({keys} keys)      {rates(raw_s)}")
-        print(f"huddle full migration, no validation {rates(plain_s)}  ratio to raw {raw_s / plain_s:.2f}")
-        print(f"huddle full migration + validation   {rates(val_s)}  ratio to raw {raw_s / val_s:.2f}")
-        print(f"validation pass {validation_s:.2f}s = {validation_s / (val_s - validation_s) * 100:.0f}% of its copy; "
-              f"total with validation = {(val_s / plain_s - 1) * 100:+.0f}% vs no validation")  # fmt: skip
+        raw_s, plain_s, checked_s, again_s = (median(v) for v in (raw, plain, checked, again))
+        copy_ratio = median(r / p for r, p in zip(raw, plain, strict=True))
+        cost = median(c / p - 1 for c, p in zip(checked, plain, strict=True))
+        print(f"medians of {rounds} rounds (per-round ratios, median)")
+        print(f"raw pipelined DUMP/RESTORE          {rates(raw_s)}")
+        print(f"huddle full migration               {rates(plain_s)}  ratio to raw {copy_ratio:.2f}")
+        print(f"huddle full migration, validate_after {rates(checked_s)}  validation adds {cost * 100:+.0f}%")
+        print(f"validate_migration() re-reading both sides: {again_s:.2f}s "
+              f"({sessions / again_s:.0f} sessions/s) = {again_s / plain_s * 100:.0f}% of a copy")  # fmt: skip
 
 
 if __name__ == "__main__":
@@ -137,5 +161,6 @@ if __name__ == "__main__":
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument("--events", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    asyncio.run(main(args.sessions, args.events, args.batch_size))
+    asyncio.run(main(args.sessions, args.events, args.batch_size, args.rounds))

@@ -62,7 +62,10 @@ class MigrationConfig(HuddleSettings):
     sync_interval: float = Field(default=5.0, ge=0.05, le=86400, description="seconds between periodic syncs")
     sync_block_ms: int = Field(default=1000, ge=10, le=60_000, description="XREAD BLOCK of real-time sync")
     sync_status_ttl: float = Field(
-        default=15.0, ge=0.5, le=3600, description="seconds a sync link's status outlives its owner's heartbeat"
+        default=15.0,
+        ge=0.5,
+        le=3600,
+        description="seconds a sync link's status outlives its owner's heartbeat",
     )
     instances: dict[str, str] = Field(
         default_factory=dict, description="named Redis URLs for cross-instance sync ('target' is target_url)"

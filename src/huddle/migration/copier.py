@@ -11,6 +11,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
 from ..connection import RedisClient
+from ..errors import MigrationError
 from ..keys import KeySpace
 from ..scripts import script_source, translate_script_error
 from ..store import redis_boundary
@@ -40,6 +41,10 @@ class Snapshot:
     agents: dict[str, str]
     failure_ids: list[str]
     active_score: float | None
+    dumps: tuple[bytes, ...] | None = None
+    """DUMP payloads of the six session keys (b"" for an absent key), when read for a RESTORE copy."""
+    fingerprint: str = ""
+    """The session's fingerprint at export (with ``dumps``; see sessions_fingerprint.lua)."""
 
     @property
     def seq(self) -> int:
@@ -55,6 +60,8 @@ class ImportResult:
     outcome: str
     target: dict[str, str] = field(default_factory=dict)
     detail: str = ""
+    fingerprint: str = ""
+    """The session's fingerprint read back right after it was written (``verify=True``)."""
 
     @property
     def wrote(self) -> bool:
@@ -91,19 +98,35 @@ def _pairs(items: list[Any]) -> dict[str, str]:
     return {str(items[i]): str(items[i + 1]) for i in range(0, len(items), 2)}
 
 
-class Exporter:
-    """Reads whole sessions from the source with export_session.lua (atomic, so each snapshot is consistent)."""
+class RestoreRefusedError(MigrationError):
+    """The target's Redis cannot RESTORE the source's payloads (a newer serialization format); copy logically."""
 
-    def __init__(self, client: RedisClient, keys: KeySpace) -> None:
+    code = "restore_refused"
+
+
+class Exporter:
+    """Reads whole sessions from the source, each in one atomic script (so every snapshot is consistent).
+
+    Two formats: ``read`` serializes the session as JSON (export_session.lua; any target version, needed by
+    'merge' and by sync deltas); ``read`` with ``dump=True`` returns the keys' DUMP payloads
+    (export_session_dump.lua) for a target that can RESTORE them: no per-event work on either side."""
+
+    def __init__(self, client: RedisClient, keys: KeySpace, raw: RedisClient | None = None) -> None:
         self.client = client
+        self.raw = raw
         self.keys = keys
         self._export: AsyncScript = client.register_script(script_source("export_session"))
+        self._dump: AsyncScript | None = (
+            raw.register_script(script_source("export_session_dump")) if raw is not None else None
+        )
 
     @redis_boundary
-    async def read(self, session_ids: Sequence[str]) -> list[Snapshot | None]:
+    async def read(self, session_ids: Sequence[str], *, dump: bool = False) -> list[Snapshot | None]:
         """Snapshots of these sessions in one pipelined round trip; None for sessions that do not exist."""
         if not session_ids:
             return []
+        if dump:
+            return await self._read_dumps(session_ids)
         async with self.client.pipeline(transaction=False) as pipe:
             for sid in session_ids:
                 await self._export(keys=self.keys.session(sid).all, client=pipe)
@@ -128,6 +151,44 @@ class Exporter:
                 )
             )
         return out
+
+    async def _read_dumps(self, session_ids: Sequence[str]) -> list[Snapshot | None]:
+        if self.raw is None or self._dump is None:
+            raise MigrationError("this exporter has no binary-safe client for DUMP payloads")
+        async with self.raw.pipeline(transaction=False) as pipe:
+            for sid in session_ids:
+                await self._dump(keys=self.keys.session(sid).all, client=pipe)
+                pipe.zscore(self.keys.active_index_for(sid), sid)
+            raw = await pipe.execute()
+        out: list[Snapshot | None] = []
+        for i, sid in enumerate(session_ids):
+            reply, score = raw[2 * i], raw[2 * i + 1]
+            if not reply:
+                out.append(None)
+                continue
+            meta_flat, agents, failure_ids, events, payloads, ttls, fingerprint = reply
+            meta = _pairs([_text(item) for item in meta_flat])
+            payload = json.dumps(
+                {"meta": flat(meta), "ttl": [str(int(ttl)) for ttl in ttls]}, separators=(",", ":")
+            )
+            out.append(
+                Snapshot(
+                    session_id=sid,
+                    meta=meta,
+                    payload=payload,
+                    events=int(events),
+                    agents=_pairs([_text(item) for item in agents]),
+                    failure_ids=[_text(item) for item in failure_ids],
+                    active_score=float(score) if score is not None else None,
+                    dumps=tuple(bytes(item) for item in payloads),
+                    fingerprint=_text(fingerprint),
+                )
+            )
+        return out
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @redis_boundary
@@ -187,13 +248,17 @@ class Importer:
         marker_ttl_ms: int,
         backup: bool,
         mode: str = "full",
+        verify: bool = False,
     ) -> list[ImportResult | Exception]:
-        """Import every snapshot in one pipelined round trip; per-session errors come back as exceptions."""
+        """Import every snapshot in one pipelined round trip; per-session errors come back as exceptions.
+
+        ``verify``: sessions copied from DUMP payloads are read back inside the import script and their
+        fingerprint returned (``ImportResult.fingerprint``), to compare with the one taken at export."""
         if not snapshots:
             return []
         async with self.client.pipeline(transaction=False) as pipe:
             for snap in snapshots:
-                args = [
+                args: list[str | int | bytes] = [
                     snap.session_id,
                     task_id,
                     policy,
@@ -202,18 +267,24 @@ class Importer:
                     1 if backup else 0,
                     mode,
                 ]
+                if snap.dumps is not None:
+                    args += ["dump", *snap.dumps, 1 if verify else 0]
                 await self._import(keys=self._keys(snap.session_id, task_id), args=args, client=pipe)
             replies = await pipe.execute(raise_on_error=False)
         results: list[ImportResult | Exception] = []
         for snap, reply in zip(snapshots, replies, strict=True):
-            if isinstance(reply, ResponseError):
+            if isinstance(reply, ResponseError) and "HUDDLE restore_refused" in str(reply):
+                results.append(
+                    RestoreRefusedError(f"the target cannot RESTORE the source's payloads: {reply}")
+                )
+            elif isinstance(reply, ResponseError):
                 results.append(translate_script_error(reply))
             elif isinstance(reply, Exception):
                 results.append(reply)
             else:
-                outcome, seq, ver, updated, state, status, detail = (str(part) for part in reply)
+                outcome, seq, ver, updated, state, status, detail, *written = (str(part) for part in reply)
                 target = {"seq": seq, "ver": ver, "updated": updated, "state": state, "status": status}
-                results.append(ImportResult(snap.session_id, outcome, target, detail))
+                results.append(ImportResult(snap.session_id, outcome, target, detail, "".join(written)))
         await self._index([snap for snap, res in zip(snapshots, results, strict=True) if _wrote(res)])
         return results
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -13,16 +12,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..connection import RedisClient
-from ..errors import HuddleError, MigrationStateError
+from ..errors import HuddleError, MigrationStateError, SessionNotFoundError
 from ..keys import KeySpace
 from ..models import ms_to_datetime
 from .config import MigrationConfig
-from .copier import Exporter, Importer, ImportResult, Snapshot
+from .copier import Exporter, Importer, ImportResult, RestoreRefusedError, Snapshot
 from .models import (
     ConflictRecord,
     MigrationErrorRecord,
     MigrationTask,
-    SessionMismatch,
     SideValues,
     ValidationReport,
 )
@@ -35,11 +33,10 @@ from .sources import (
     selective_batches,
 )
 from .tasks import TaskStore
-from .validation import Digester, compare, only_on_target
+from .validation import Digester
+from .validator import Validator, same_version, versions
 
 log = logging.getLogger("huddle.migration")
-
-MAX_MISMATCHES = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,25 +168,39 @@ async def run_task(ctx: Context, task_id: str, owner: str) -> None:
             await tasks.set_status(task_id, "cancelled", finished=True)
             return
         await tasks.set_status(task_id, "running", started=task.started_at is None, error="")
-        if task.progress.processed_sessions == 0 and not task.cursor:
+        fresh = task.progress.processed_sessions == 0 and not task.cursor
+        if fresh:
             await tasks.add_total(task_id, await count_total(ctx, task))
         status = "running"
+        plan = _Plan(dump=await use_restore(ctx, task))
+        # A fresh run validates each batch as it is written (verified on write, or compared again while the
+        # next batches are copied); a resumed one validates everything at the end (earlier batches were
+        # written by another run).
+        validator = await validator_for(ctx) if task.validate_after and fresh else None
+        plan.verify = plan.dump and validator is not None and validator.fingerprints
+        report: ValidationReport | None = None
         # Read batch N+1 from the source while batch N is written to the target (two servers, two round
         # trips in flight); cursors are still committed strictly in order, after their batch is written.
         pending: tuple[list[str], dict[str, Any], asyncio.Future[list[Snapshot | None]]] | None = None
         try:
             async for ids, cursor in batches_for(ctx, task, dict(task.cursor)):
-                read = asyncio.ensure_future(ctx.exporter.read(ids))
+                read = asyncio.ensure_future(ctx.exporter.read(ids, dump=plan.dump))
                 if pending is not None:
-                    status = await _migrate_batch(ctx, task, *pending)
+                    status = await _migrate_batch(ctx, task, plan, validator, *pending)
                     await tasks.renew_lease(task_id, owner, lease_ms)
                 pending = (ids, cursor, read)
                 if status == "cancelling":
                     break
             if pending is not None and status != "cancelling":
-                status = await _migrate_batch(ctx, task, *pending)
+                status = await _migrate_batch(ctx, task, plan, validator, *pending)
                 pending = None
+            if status != "cancelling" and task.validate_after:
+                report = await (
+                    finish_validation(ctx, task, validator) if validator is not None else validate(ctx, task)
+                )
         finally:
+            if validator is not None:
+                await validator.aclose()
             if pending is not None and not pending[2].done():
                 pending[2].cancel()
                 with contextlib.suppress(asyncio.CancelledError, HuddleError):
@@ -197,8 +208,8 @@ async def run_task(ctx: Context, task_id: str, owner: str) -> None:
         if status == "cancelling" or await tasks.status(task_id) == "cancelling":
             await tasks.set_status(task_id, "cancelled", finished=True)
             return
-        if task.validate_after:
-            await tasks.save_validation(task_id, await validate(ctx, task))
+        if report is not None:
+            await tasks.save_validation(task_id, report)
         await tasks.set_status(task_id, "completed", finished=True)
     except asyncio.CancelledError:
         await _best_effort(
@@ -214,9 +225,36 @@ async def run_task(ctx: Context, task_id: str, owner: str) -> None:
         await _best_effort(tasks.release_lease(task_id))
 
 
+@dataclass(slots=True)
+class _Plan:
+    """How this run copies sessions (switches to logical copies if the target refuses a payload).
+
+    ``verify``: RESTORE copies between servers of the same version are verified on write — the import script
+    reads each written session back and returns its fingerprint, compared with the one taken at export; only
+    sessions that were not written or whose fingerprints differ are compared again by re-reading both sides."""
+
+    dump: bool
+    verify: bool = False
+
+
+async def use_restore(ctx: Context, task: MigrationTask) -> bool:
+    """Copy with DUMP/RESTORE? Only for full copies the target's Redis can read (its version >= the source's).
+
+    'merge' compares events inside the import script, so it always copies logically."""
+    mode = ctx.config.copy_mode
+    if mode == "logical" or task.conflict_policy == "merge":
+        return False
+    if mode == "restore":
+        return True
+    source, target = await versions(ctx.source, ctx.target)
+    return source[:2] <= target[:2]
+
+
 async def _migrate_batch(
     ctx: Context,
     task: MigrationTask,
+    plan: _Plan,
+    validator: Validator | None,
     ids: list[str],
     cursor: dict[str, Any],
     read: asyncio.Future[list[Snapshot | None]],
@@ -231,56 +269,91 @@ async def _migrate_batch(
             tally.error(sid, "session_not_found", f"session {sid!r} does not exist on the source")
         else:
             present.append(snap)
-    results = await ctx.importer.write(
-        present,
+    results = await _write(ctx, task, present, verify=plan.verify)
+    refused = [i for i, result in enumerate(results) if isinstance(result, RestoreRefusedError)]
+    if refused:  # nothing was written for these: copy them logically, and the rest of the run too
+        if plan.dump:
+            log.warning("task %s: the target refuses DUMP payloads; copying logically", task.task_id)
+        plan.dump = plan.verify = False
+        fresh = await ctx.exporter.read([present[i].session_id for i in refused])
+        again = {snap.session_id: snap for snap in fresh if snap is not None}
+        retried = dict(zip(again, await _write(ctx, task, list(again.values())), strict=True))
+        for i in refused:
+            sid = present[i].session_id
+            if sid in again:
+                present[i], results[i] = again[sid], retried[sid]
+            else:
+                results[i] = SessionNotFoundError(
+                    f"session {sid!r} disappeared from the source", session_id=sid
+                )
+    for snap, result in zip(present, results, strict=True):
+        tally.add(snap, result)
+    status = await ctx.tasks.commit_batch(
+        task.task_id, tally.counts, cursor, tally.written, tally.conflicts, tally.errors
+    )
+    if validator is not None:
+        recheck = ids
+        if plan.verify:
+            ok = {
+                snap.session_id
+                for snap, result in zip(present, results, strict=True)
+                if isinstance(result, ImportResult)
+                and result.fingerprint
+                and result.fingerprint == snap.fingerprint
+            }
+            validator.verified(len(ok))
+            recheck = [sid for sid in ids if sid not in ok]
+        await validator.add(recheck)
+    return status
+
+
+async def _write(
+    ctx: Context, task: MigrationTask, snaps: list[Snapshot], *, verify: bool = False
+) -> list[ImportResult | Exception]:
+    return await ctx.importer.write(
+        snaps,
         task_id=task.task_id,
         policy=task.conflict_policy,
         marker_ttl_ms=ctx.config.task_ttl * 1000,
         backup=task.backup_first,
+        verify=verify,
     )
-    for snap, result in zip(present, results, strict=True):
-        tally.add(snap, result)
-    return await ctx.tasks.commit_batch(
-        task.task_id, tally.counts, cursor, tally.written, tally.conflicts, tally.errors
-    )
+
+
+async def validator_for(ctx: Context) -> Validator:
+    """A validator for this context's two sides."""
+    same = await same_version(ctx.source, ctx.target)
+    return Validator(ctx.source_digest, ctx.target_digest, fingerprints=same)
+
+
+async def finish_validation(
+    ctx: Context, task: MigrationTask | None, validator: Validator
+) -> ValidationReport:
+    """Wait for the validator's comparisons; for a full comparison also look for sessions only on the target."""
+    if task is None or task.kind == "full":
+        size = ctx.config.batch_size
+        await validator.target_only(
+            lambda: count_full(ctx.target, ctx.target_keys, size),
+            lambda: full_batches(ctx.target, ctx.target_keys, size, {}),
+        )
+    else:
+        await validator.drain()
+    return validator.report(task.task_id if task is not None else None)
 
 
 async def validate(ctx: Context, task: MigrationTask | None) -> ValidationReport:
     """Compare the task's sessions on both sides (no task: every session of the namespace, both ways)."""
-    started = time.perf_counter()
-    checked = failed = 0
-    mismatches: list[SessionMismatch] = []
-
-    def keep(found: list[SessionMismatch]) -> None:
-        nonlocal failed
-        failed += len(found)
-        mismatches.extend(found[: MAX_MISMATCHES - len(mismatches)])
-
-    full = task is None or task.kind == "full"
-    if task is None:
-        source_batches = full_batches(ctx.source, ctx.source_keys, ctx.config.batch_size, {})
-    else:
-        source_batches = batches_for(ctx, task, {})
-    async for ids, _ in source_batches:
-        if ids:
-            seen, found = await compare(ctx.source_digest, ctx.target_digest, ids)
-            checked += seen
-            keep(found)
-    if full:
-        target_batches = full_batches(ctx.target, ctx.target_keys, ctx.config.batch_size, {})
-        async for missing in only_on_target(ctx.source_digest, target_batches):
-            seen, found = await compare(ctx.source_digest, ctx.target_digest, missing)
-            checked += seen
-            keep(found)
-    return ValidationReport(
-        task_id=task.task_id if task is not None else None,
-        total_checked=checked,
-        passed=checked - failed,
-        failed=failed,
-        mismatches=mismatches,
-        duration_ms=(time.perf_counter() - started) * 1000,
-        checked_at=datetime.now(UTC),
-    )
+    validator = await validator_for(ctx)
+    try:
+        if task is None:
+            batches = full_batches(ctx.source, ctx.source_keys, ctx.config.batch_size, {})
+        else:
+            batches = batches_for(ctx, task, {})
+        async for ids, _ in batches:
+            await validator.add(ids)
+        return await finish_validation(ctx, task, validator)
+    finally:
+        await validator.aclose()
 
 
 async def _best_effort(update: Any) -> None:

@@ -113,3 +113,35 @@ local function notice(etype, sid, seq, actor, ts)
   return '{"type":"' .. etype .. '","session_id":"' .. sid .. '","seq":' .. fmt(seq) ..
     ',"actor":"' .. actor .. '","timestamp":' .. fmt(ts) .. '}'
 end
+
+-- A hash's fields as sorted 'field\0value' lines (a large hash's order depends on the server's hash seed).
+local function sorted_fields(flat)
+  local items = {}
+  for i = 1, #flat, 2 do
+    items[#items + 1] = flat[i] .. '\0' .. flat[i + 1]
+  end
+  table.sort(items)
+  return table.concat(items, '\n')
+end
+
+-- A session's fingerprint from its parts: the meta and agents hashes (sorted fields), the SHA1 of the DUMP
+-- payloads ('' when absent) of the events, checkpoints and failures streams, and the number of idempotency
+-- keys. DUMP serializes in C, so no per-event Lua work. Equal fingerprints from two servers of the same
+-- version mean equal sessions; unequal ones may only differ in a stream's encoding.
+local function fingerprint_parts(meta, events_dump, agents, cps_dump, nidem, fail_dump)
+  local function sum(payload)
+    return payload ~= '' and redis.sha1hex(payload) or ''
+  end
+  return redis.sha1hex(table.concat({sorted_fields(meta), sum(events_dump), sorted_fields(agents), sum(cps_dump),
+    tostring(nidem), sum(fail_dump)}, '\1'))
+end
+
+-- The fingerprint of the session stored under these six keys ('' when it does not exist).
+local function fingerprint_keys(meta_key, events_key, agents_key, cps_key, idem_key, fail_key)
+  local meta = redis.call('HGETALL', meta_key)
+  if #meta == 0 then
+    return ''
+  end
+  return fingerprint_parts(meta, redis.call('DUMP', events_key) or '', redis.call('HGETALL', agents_key),
+    redis.call('DUMP', cps_key) or '', redis.call('HLEN', idem_key), redis.call('DUMP', fail_key) or '')
+end

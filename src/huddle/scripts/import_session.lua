@@ -9,12 +9,21 @@
 -- ARGV[1] session id  ARGV[2] task id ('' = no marker, no backup)  ARGV[3] conflict policy: source-wins |
 -- target-wins | newest-wins | merge | fail  ARGV[4] snapshot JSON  ARGV[5] marker/backup ttl ms
 -- ARGV[6] back up an overwritten target session (1|0)  ARGV[7] mode: full | delta
--- snapshot: {meta: [f,v,...], events: [[id, [f,v,...]], ...], agents: [...], cps: [[id, [...]]], idem: [...],
---            fail: [[id, [...]]], ttl: [pttl of KEYS[1..6] as strings], cpfirst: first checkpoint id or ''}
--- Returns {outcome, target seq, target ver, target updated, target state, target status, detail}; outcomes:
+-- ARGV[8] snapshot format: json (default) | dump  ARGV[9..14] (dump) DUMP payloads of KEYS[1..6] ('' = absent)
+-- ARGV[15] (dump) '1': read the written session back and return its fingerprint (verify-on-write)
+-- snapshot (json): {meta: [f,v,...], events: [[id, [f,v,...]], ...], agents: [...], cps: [[id, [...]]],
+--            idem: [...], fail: [[id, [...]]], ttl: [pttl of KEYS[1..6] as strings], cpfirst: first cp id or ''}
+-- snapshot (dump): {meta: [f,v,...], ttl: [...]}; the keys are written with RESTORE (full mode only; not for
+--            'merge', which compares events). A payload this server cannot read fails before anything changed.
+-- Returns {outcome, target seq, target ver, target updated, target state, target status, detail[, fingerprint
+-- of the session as written (ARGV[15])]}; outcomes:
 -- created | refreshed | replaced | merged | unchanged | kept | refused | diverged | synced | stale
 local sid, task, policy, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[7]
+local dumped = ARGV[8] == 'dump'
 local snap = cjson.decode(ARGV[4])
+if dumped and (mode ~= 'full' or policy == 'merge') then
+  huddle_error('bad_snapshot', 'dump payloads are only for full copies without merge')
+end
 local marker_ttl, backup = tonumber(ARGV[5]), ARGV[6] == '1'
 local K_MARK = KEYS[7]
 
@@ -69,8 +78,13 @@ local function apply_ttls()
 end
 
 local t = redis.call('HMGET', K_META, 'seq', 'ver', 'updated', 'state', 'status')
+local verify = dumped and ARGV[15] == '1'
 local function reply(outcome, detail)
-  return {outcome, t[1] or '', t[2] or '', t[3] or '', t[4] or '', t[5] or '', detail or ''}
+  local out = {outcome, t[1] or '', t[2] or '', t[3] or '', t[4] or '', t[5] or '', detail or ''}
+  if verify and (outcome == 'created' or outcome == 'refreshed' or outcome == 'replaced') then
+    out[8] = fingerprint_keys(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+  end
+  return out
 end
 local s_seq, s_ver, s_upd = field(snap.meta, 'seq'), field(snap.meta, 'ver'), field(snap.meta, 'updated')
 if s_seq == nil then
@@ -84,7 +98,46 @@ local function mark(outcome)
   end
 end
 
-local function write_full()
+-- RESTORE the source's payloads (events first: the largest and most format-sensitive). RESTORE checks a
+-- payload before it replaces anything, so when the first one is refused (a newer RDB format than this
+-- server's) nothing changed yet; 'moved' are the keys backup_target just renamed, put back in that case.
+local function restore_all(moved)
+  local first = true
+  for _, i in ipairs({2, 1, 3, 4, 5, 6}) do
+    local payload = ARGV[8 + i]
+    if payload ~= '' then
+      local ttl = tonumber(snap.ttl[i]) or 0
+      if ttl < 0 then
+        ttl = 0
+      end
+      local ok = redis.pcall('RESTORE', KEYS[i], ttl, payload, 'REPLACE')
+      if type(ok) == 'table' and ok.err then
+        if first then
+          for _, item in ipairs(moved) do
+            redis.call('RENAME', KEYS[7 + item[1]], KEYS[item[1]])
+            if item[2] then
+              redis.call('PERSIST', KEYS[item[1]])
+            end
+          end
+          huddle_error('restore_refused', ok.err)
+        end
+        error(ok.err)
+      end
+      first = false
+    end
+  end
+  for i = 1, 6 do
+    if ARGV[8 + i] == '' then
+      redis.call('DEL', KEYS[i])
+    end
+  end
+end
+
+local function write_full(moved)
+  if dumped then
+    restore_all(moved or {})
+    return
+  end
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
   hset_chunks(K_META, snap.meta)
   xadd_all(K_EVENTS, snap.events)
@@ -100,17 +153,21 @@ local function write_full()
 end
 
 local function backup_target()
+  local moved = {}
   if not backup or task == '' then
-    return
+    return moved
   end
   for i = 1, 6 do
     if redis.call('EXISTS', KEYS[i]) == 1 then
       redis.call('RENAME', KEYS[i], KEYS[7 + i])
-      if redis.call('PTTL', KEYS[7 + i]) == -1 then
+      local persistent = redis.call('PTTL', KEYS[7 + i]) == -1
+      moved[#moved + 1] = {i, persistent}
+      if persistent then
         redis.call('PEXPIRE', KEYS[7 + i], marker_ttl)
       end
     end
   end
+  return moved
 end
 
 -- merge: do both histories hold the same events on the seqs they have in common?
@@ -247,14 +304,12 @@ elseif policy == 'merge' then
   if tonumber(s_seq) <= tonumber(t[1]) then
     return reply('kept', 'target already holds every event')
   end
-  backup_target()
-  write_full()
+  write_full(backup_target())
   mark('merged')
   return reply('merged')
 elseif policy ~= 'source-wins' then
   huddle_error('bad_policy', policy)
 end
-backup_target()
-write_full()
+write_full(backup_target())
 mark('replaced')
 return reply('replaced')
