@@ -460,3 +460,22 @@ async def test_real_time_sync_tails_a_session_on_a_cluster_onto_a_standalone_ser
         await asyncio.sleep(0.02)
     assert await on_server.get_events(sid) == expected
     assert await sync.stop_cross_instance_sync(sid)
+
+
+async def test_a_cluster_holding_migration_backups_migrates_onward_without_taking_a_session_twice(
+    cluster: EmbeddedCluster, redis_server: EmbeddedRedis, make_manager: MakeManager,
+    make_migration: MakeMigration, namespace: str,
+) -> None:  # fmt: skip
+    source = await make_manager(redis_server.url)
+    target = await make_manager(cluster.url)
+    await source.create_session("alice", session_id="shared")
+    await source.emit_event("shared", {"type": "modified"}, "alice")
+    await target.create_session("carol", session_id="shared")
+    inbound = await make_migration(redis_server.url, cluster.url, conflict_policy="source-wins")
+    first = await finished(inbound, await inbound.start_full_migration(backup_first=True))
+    backup = target.keys.migration_backup("shared", first.task_id).meta
+    assert await target.client.exists(backup)  # a hash whose name also ends in ':meta'
+    onward = await make_migration(cluster.url, cluster.url, target_namespace=f"{namespace}x")
+    task = await finished(onward, await onward.start_full_migration(validate_after=True))
+    assert (task.progress.total_sessions, task.progress.processed_sessions) == (1, 1)
+    assert task.validation is not None and task.validation.ok and task.validation.total_checked == 1

@@ -67,7 +67,7 @@ async def full_batches(
 
 
 def _session_ids(keys: KeySpace, found: list[str]) -> list[str]:
-    """Session ids of the meta keys found (other hashes the pattern matches, e.g. backups, are left out)."""
+    """Session ids of the meta keys found (anything else the pattern could match is left out)."""
     out: list[str] = []
     for key in found:
         sid = keys.session_id_from_meta_key(key)
