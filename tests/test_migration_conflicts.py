@@ -149,3 +149,32 @@ async def test_validation_names_each_difference(
     }
     assert (report.total_checked, report.passed, report.failed) == (7, 2, 5)
     assert (await raw_session(target_server.url, namespace, ids[4]))["meta"]
+
+
+async def test_merge_keeps_the_target_events_the_source_has_trimmed_since(
+    make_manager: Callable[..., Awaitable[SessionManager]],
+    target: SessionManager,
+    make_migration: MakeMigration,
+) -> None:
+    trimming = await make_manager(max_events_per_session=10, index_refresh_ms=0)
+    sid = await trimming.create_session("alice", session_id="m3")
+    for i in range(5):
+        key = "early" if i == 1 else None
+        await trimming.emit_event(sid, {"type": "modified", "data": {"i": i}}, "alice", idempotency_key=key)
+    first = await make_migration()
+    await first.wait(await first.start_selective_migration([sid]))
+    for i in range(5, 12):
+        await trimming.emit_event(sid, {"type": "modified", "data": {"i": i}}, "alice")
+    on_source = [e.seq for e in await trimming.get_events(sid)]
+    assert 1 < on_source[0] <= 6  # trimmed, yet overlapping what the target holds (1..6)
+    migration, task_id = await migrate_one(make_migration, sid, "merge")
+    merged = await target.get_events(sid)
+    assert [e.seq for e in merged] == list(range(1, on_source[-1] + 1))  # the union by seq, gapless
+    assert [e.data for e in merged[-len(on_source) :]] == [e.data for e in await trimming.get_events(sid)]
+    [conflict] = await migration.get_conflicts(task_id)
+    assert conflict.resolution == "source" and conflict.detail.startswith("kept ")
+    # The kept events' idempotency keys still answer (the source dropped "early" when it trimmed seq 3).
+    retry = await target.emit_event(
+        sid, {"type": "modified", "data": {"i": 1}}, "alice", idempotency_key="early"
+    )
+    assert retry == 3 and (await target.get_session(sid)).last_seq == on_source[-1]

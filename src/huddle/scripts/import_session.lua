@@ -133,13 +133,25 @@ local function restore_all(moved)
   end
 end
 
-local function write_full(moved)
+-- older (merge): the target's events from before the source's first one (the source trimmed them), kept in
+-- front of the source's log with their idempotency keys.
+local function write_full(moved, older)
   if dumped then
     restore_all(moved or {})
     return
   end
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
   hset_chunks(K_META, snap.meta)
+  if older ~= nil and #older > 0 then
+    xadd_all(K_EVENTS, older)
+    for _, entry in ipairs(older) do
+      local token = field(entry[2], 'k')
+      if token then
+        redis.call('HSET', K_IDEM, token, string.sub(entry[1], 3))
+      end
+    end
+    redis.call('HSET', K_META, 'first', string.sub(older[1][1], 3))
+  end
   xadd_all(K_EVENTS, snap.events)
   if #snap.agents > 0 then
     hset_chunks(K_AGENTS, snap.agents)
@@ -304,9 +316,11 @@ elseif policy == 'merge' then
   if tonumber(s_seq) <= tonumber(t[1]) then
     return reply('kept', 'target already holds every event')
   end
-  write_full(backup_target())
+  -- The union by seq: the target's events older than the source's first (trimmed on the source) stay.
+  local older = redis.call('XRANGE', K_EVENTS, '-', '(' .. snap.events[1][1])
+  write_full(backup_target(), older)
   mark('merged')
-  return reply('merged')
+  return reply('merged', #older > 0 and ('kept ' .. fmt(#older) .. ' older target events') or '')
 elseif policy ~= 'source-wins' then
   huddle_error('bad_policy', policy)
 end
