@@ -98,7 +98,7 @@ async def test_an_unreachable_server_at_detection_is_unavailable_and_nothing_is_
     await manager.close()
 
 
-async def test_a_standalone_server_is_detected_once_and_later_clients_are_built_directly(
+async def test_a_detected_answer_is_shared_while_the_client_that_got_it_is_open(
     redis_server: EmbeddedRedis,
 ) -> None:
     cfg = config(redis_server.url)
@@ -107,9 +107,12 @@ async def test_a_standalone_server_is_detected_once_and_later_clients_are_built_
         first = await manager.emit_event(sid, {"type": "modified"}, "alpha")
         assert await manager.emit_event(sid, {"type": "modified"}, "alpha") == first + 1
         assert topology(manager.client) == "standalone"
-    again = create_client(cfg)
-    assert isinstance(again, aioredis.Redis)  # the answer was remembered: no proxy, no probe
-    await again.aclose()
+        again = create_client(cfg)  # e.g. the replay or health client of this manager
+        assert isinstance(again, aioredis.Redis)  # the answer was remembered: no proxy, no probe
+        await again.aclose()
+    later = create_client(cfg)  # every client that asked is closed: the next one asks again
+    assert isinstance(later, AutoClient)
+    await later.aclose()
 
 
 async def test_scripts_registered_before_detection_have_the_real_sha_and_run(
@@ -170,3 +173,14 @@ async def test_a_cluster_node_url_is_detected_asynchronously_and_every_slot_work
         assert await manager.emit_event(sid, {"type": "modified"}, "alpha") == first + 1
     assert await manager.store.publish_command() in ("SPUBLISH", "PUBLISH")
     assert topology(manager.client) == "cluster"
+
+
+async def test_the_health_redactor_reads_an_undetected_clients_password_without_contacting_it() -> None:
+    from huddle.health.redact import secrets_of_client
+
+    async with SilentServer() as silent:
+        client = create_client(config(silent.url, password="s3cret-pass"))
+        assert secrets_of_client(client) == ["s3cret-pass"]
+        await asyncio.sleep(0.05)
+        assert silent.connections == 0 and isinstance(client, AutoClient) and client.resolved is None
+        await client.aclose()

@@ -30,8 +30,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("huddle.connection")
 
-_DETECTED: dict[tuple[Any, ...], bool] = {}
-"""Per server address: whether it runs in cluster mode (only answers actually given by a server)."""
+_DETECTED: dict[tuple[Any, ...], tuple[bool, int]] = {}
+"""Per server address: whether it runs in cluster mode, and how many open ``AutoClient`` s asked it. An answer
+is remembered only while a client that got it is open (a manager and the replay/health/migration clients it
+spawns share it); once they are closed the next client asks again, so a port reused by another server (or a
+server restarted in the other mode) is never built with a stale answer."""
 
 _NOT_COMMANDS = frozenset({"json", "ft", "ts", "bf", "cf", "cms", "topk", "tdigest", "vset"})
 """Synchronous helpers defined next to the commands (they return objects, not awaitables)."""
@@ -56,7 +59,22 @@ def detection_key(settings: RedisSettings, target: Target) -> tuple[Any, ...]:
 
 def known_mode(settings: RedisSettings, target: Target) -> bool | None:
     """The remembered answer for this server (True: cluster), or None when it was never asked."""
-    return _DETECTED.get(detection_key(settings, target))
+    entry = _DETECTED.get(detection_key(settings, target))
+    return None if entry is None else entry[0]
+
+
+def _remember(key: tuple[Any, ...], cluster: bool) -> None:
+    _, owners = _DETECTED.get(key, (cluster, 0))
+    _DETECTED[key] = (cluster, owners + 1)
+
+
+def _forget(key: tuple[Any, ...]) -> None:
+    entry = _DETECTED.get(key)
+    if entry is not None:
+        if entry[1] <= 1:
+            del _DETECTED[key]
+        else:
+            _DETECTED[key] = (entry[0], entry[1] - 1)
 
 
 def _probe_kwargs(settings: RedisSettings) -> dict[str, Any]:
@@ -75,7 +93,7 @@ def _answer(info: dict[str, Any]) -> bool:
 
 
 async def detect_cluster_async(settings: RedisSettings, target: Target) -> bool:
-    """Ask the server (``INFO cluster``, awaited) whether it runs in cluster mode and remember the answer.
+    """Ask the server (``INFO cluster``, awaited) whether it runs in cluster mode.
 
     Raises redis-py's connection errors when the server cannot be reached (nothing is remembered then); a server
     that refuses ``INFO`` (ACL) counts as standalone: set ``cluster`` explicitly for such users."""
@@ -91,7 +109,6 @@ async def detect_cluster_async(settings: RedisSettings, target: Target) -> bool:
             cluster = False
     finally:
         await probe.aclose()
-    _DETECTED[detection_key(settings, target)] = cluster
     return cluster
 
 
@@ -111,7 +128,6 @@ def detect_cluster_blocking(settings: RedisSettings, target: Target) -> bool:
         raise RedisConnectionError(f"cannot reach Redis to detect cluster mode: {exc}") from exc
     finally:
         probe.close()
-    _DETECTED[detection_key(settings, target)] = cluster
     return cluster
 
 
@@ -153,6 +169,7 @@ class AutoClient:
     def _adopt(self, cluster: bool) -> Any:
         if self._client is None:
             client = self._build(cluster)
+            _remember(detection_key(self.settings, self._target), cluster)
             for script in self._scripts:  # the real client learns them too (a cluster loads them per node)
                 client.register_script(script)
             self._client = client
@@ -221,8 +238,10 @@ class AutoClient:
 
     async def aclose(self, *args: Any, **kwargs: Any) -> None:
         """Close the real client if one was built (idempotent)."""
-        self._closed = True
         client = self._client
+        if client is not None and not self._closed:
+            _forget(detection_key(self.settings, self._target))
+        self._closed = True
         if client is not None:
             await client.aclose(*args, **kwargs)
 

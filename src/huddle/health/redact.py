@@ -8,16 +8,25 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from redis.asyncio.cluster import RedisCluster
+
+from ..autodetect import AutoClient
+
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s\"]*):[^@/\s\"]+@")
 MIN_SECRET = 4
 """Shorter values are not replaced literally (it would mangle unrelated text); URL masking still applies."""
 
 
 def secrets_of_client(client: Any) -> list[str]:
-    """The password a redis-py client authenticates with, if it has one."""
-    pool = getattr(client, "connection_pool", None)
-    kwargs = getattr(pool, "connection_kwargs", None) or {}
-    password = kwargs.get("password")
+    """The password a redis-py client authenticates with, if it has one.
+
+    ``connection_kwargs`` is on a cluster client and on an auto-detecting one (read without detecting);
+    a plain client keeps them on its pool."""
+    if isinstance(client, AutoClient | RedisCluster):
+        kwargs = client.connection_kwargs
+    else:
+        kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+    password = (kwargs or {}).get("password")
     return [str(password)] if password else []
 
 

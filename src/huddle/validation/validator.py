@@ -11,7 +11,7 @@ from typing import Any
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 
 from ..config import RedisSettings, SessionManagerConfig
-from ..connection import RedisClient, create_client, uses_tls
+from ..connection import RedisClient, create_client, ready, uses_tls
 from ..errors import ConfigError, HuddleError
 from . import performance, rules, schema
 from .findings import Findings
@@ -192,7 +192,7 @@ class SessionConfigValidator:
         try:
             if client is None:
                 client = create_client(settings.model_copy(update={"retry_attempts": 0}))
-            facts = await probe(client, target, tls=uses_tls(settings))
+            facts = await probe(await ready(client), target, tls=uses_tls(settings))  # detection awaited
         except AuthenticationError as exc:
             findings.error("auth_failed", "connection", f"authentication to {target} failed: {exc}")
         except NoPermissionError as exc:
