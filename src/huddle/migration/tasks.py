@@ -30,7 +30,10 @@ from .models import (
 COUNTERS = ("total", "processed", "migrated", "unchanged", "kept", "failed", "unknown", "conflicts", "events")
 RECENT = 100
 _PARTS = ("task", "ids", "conflicts", "errors", "written", "lease")
-_COMMIT_SCRIPT = (resources.files("huddle") / "scripts" / "migration_commit.lua").read_text()
+
+
+def _script(name: str) -> str:
+    return (resources.files("huddle") / "scripts" / f"{name}.lua").read_text()
 
 
 def now_ms() -> int:
@@ -45,7 +48,8 @@ class TaskStore:
         self.client = client
         self.keys = keys
         self.ttl = ttl_seconds
-        self._commit: AsyncScript = client.register_script(_COMMIT_SCRIPT)
+        self._commit: AsyncScript = client.register_script(_script("migration_commit"))
+        self._load: AsyncScript = client.register_script(_script("migration_load"))
 
     def _key(self, task_id: str, part: str) -> str:
         return self.keys.migration_task(task_id, part)
@@ -83,13 +87,11 @@ class TaskStore:
     @redis_boundary
     async def load(self, task_id: str, recent: int = RECENT) -> MigrationTask | None:
         """The task as recorded, with its latest conflicts and errors."""
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hgetall(self._key(task_id, "task"))
-            pipe.lrange(self._key(task_id, "conflicts"), -recent, -1)
-            pipe.lrange(self._key(task_id, "errors"), -recent, -1)
-            raw, conflicts, errors = await pipe.execute()
-        if not raw:
+        keys = [self._key(task_id, part) for part in ("task", "conflicts", "errors")]
+        fields, conflicts, errors = await self._load(keys=keys, args=[recent])
+        if not fields:
             return None
+        raw = {str(fields[i]): str(fields[i + 1]) for i in range(0, len(fields), 2)}
         doc = json.loads(raw["doc"])
         counters = {name: int(raw.get(name, 0)) for name in COUNTERS}
         progress = MigrationProgress(
