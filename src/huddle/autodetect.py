@@ -2,8 +2,9 @@
 
 With ``cluster`` unset, whether to build a ``RedisCluster`` or a plain client depends on the server's answer to
 ``INFO cluster``. ``create_client`` cannot await, so it returns an :class:`AutoClient`: awaited commands (and the
-``*_scan_iter`` generators) first ask the server asynchronously (once per client; the answer is remembered per
-server address, so later clients for the same server are built directly), then run on the right client. Only
+``*_scan_iter`` generators) first ask the server asynchronously (once per client; while that client is open
+the answer is shared, so other clients for the same server are built directly), then run on the right client;
+bound methods of the real client are then cached on the proxy, so the hot path pays no indirection. Only
 the few synchronous entry points (``pipeline()``, ``pubsub()``, ``is_cluster()``...) used *before* any awaited
 command fall back to the old short synchronous probe. ``SessionManager.connect()`` / ``async with`` issue an
 awaited PING first, so the usual path never blocks.
@@ -215,7 +216,10 @@ class AutoClient:
     def __getattr__(self, name: str) -> Any:
         client = self._client
         if client is not None:
-            return getattr(client, name)
+            value = getattr(client, name)
+            if inspect.ismethod(value) and value.__self__ is client:
+                setattr(self, name, value)  # next lookups are plain attribute hits (the emit hot path)
+            return value
         if name.startswith("__"):
             raise AttributeError(name)
         if not _is_command(name):

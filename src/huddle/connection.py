@@ -396,11 +396,9 @@ async def primary_infos(client: RedisClient, section: str | None = None) -> dict
 
 
 async def server_version(client: RedisClient) -> tuple[int, ...]:
-    """The lowest ``redis_version`` among the nodes (``(major, minor, patch)``)."""
-    client = await ready(client)
-    if is_cluster(client):
-        infos = await client.info("server", target_nodes=RedisCluster.PRIMARIES)
-        versions = [str(info["redis_version"]) for info in infos.values()]
-    else:
-        versions = [str((await client.info("server"))["redis_version"])]
+    """The lowest ``redis_version`` among the primaries that answer (``(major, minor, patch)``).
+
+    A cluster primary that is down does not fail the call (it raises only when none answers)."""
+    infos = await primary_infos(client, "server")
+    versions = [str(info["redis_version"]) for info in infos.values() if not isinstance(info, BaseException)]
     return min(tuple(int(part) for part in version.split(".")[:3] if part.isdigit()) for version in versions)

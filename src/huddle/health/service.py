@@ -22,7 +22,6 @@ from .checks import (
     PubSubCheck,
     RedisCheck,
     ReportingComponentCheck,
-    SessionsCheck,
 )
 from .config import HealthConfig
 from .local_checks import performance_component, process_component
@@ -41,6 +40,7 @@ from .report import (
     ietf_status,
     worst,
 )
+from .sessions_check import SessionsCheck
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
