@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import re
@@ -196,6 +197,7 @@ class SessionStore:
         self.keys = keyspace
         self.scripts = Scripts(client)
         self._publish_command: str | None = None
+        self._publish_lock = asyncio.Lock()  # one server question, however many emits start at once
 
     @redis_boundary
     async def load(self) -> None:
@@ -254,9 +256,10 @@ class SessionStore:
     async def publish_command(self) -> str:
         """``SPUBLISH`` on a Redis Cluster of 7.0+ (sharded pub/sub keeps notices on the slot's node), else
         ``PUBLISH``; asked once per store."""
-        if self._publish_command is None:
-            sharded = is_cluster(await ready(self.client)) and await server_version(self.client) >= (7, 0)
-            self._publish_command = "SPUBLISH" if sharded else "PUBLISH"
+        async with self._publish_lock:
+            if self._publish_command is None:
+                sharded = is_cluster(await ready(self.client)) and await server_version(self.client) >= (7, 0)
+                self._publish_command = "SPUBLISH" if sharded else "PUBLISH"
         return self._publish_command
 
     @redis_boundary
