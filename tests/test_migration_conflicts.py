@@ -178,3 +178,25 @@ async def test_merge_keeps_the_target_events_the_source_has_trimmed_since(
         sid, {"type": "modified", "data": {"i": 1}}, "alice", idempotency_key="early"
     )
     assert retry == 3 and (await target.get_session(sid)).last_seq == on_source[-1]
+
+
+async def test_a_different_session_under_the_same_id_is_never_taken_for_unchanged(
+    source: SessionManager,
+    target: SessionManager,
+    make_migration: MakeMigration,
+    target_server: EmbeddedRedis,
+) -> None:
+    # Same id, seq, version and update time on both sides (as two creates in one millisecond would give):
+    # only the creation token tells them apart.
+    await source.create_session("alice", session_id="twin", metadata={"side": "source"})
+    await target.create_session("carol", session_id="twin", metadata={"side": "target"})
+    updated = await source.client.hget(source.keys.session("twin").meta, "updated")
+    client = aioredis.Redis.from_url(target_server.url)
+    try:
+        await client.hset(target.keys.session("twin").meta, "updated", updated)
+    finally:
+        await client.aclose()
+    migration, task_id = await migrate_one(make_migration, "twin", "source-wins")
+    assert (await target.get_session("twin")).metadata == {"side": "source"}
+    [conflict] = await migration.get_conflicts(task_id)
+    assert conflict.resolution == "source"

@@ -77,7 +77,7 @@ local function apply_ttls()
   end
 end
 
-local t = redis.call('HMGET', K_META, 'seq', 'ver', 'updated', 'state', 'status')
+local t = redis.call('HMGET', K_META, 'seq', 'ver', 'updated', 'state', 'status', 'ctok')
 local verify = dumped and ARGV[15] == '1'
 local function reply(outcome, detail)
   local out = {outcome, t[1] or '', t[2] or '', t[3] or '', t[4] or '', t[5] or '', detail or ''}
@@ -296,7 +296,9 @@ if task ~= '' and redis.call('HEXISTS', K_MARK, task) == 1 then
   write_full()
   return reply('refreshed')
 end
-if t[1] == s_seq and t[2] == s_ver and t[3] == s_upd then
+-- The same session at the same point: same seq, version and update time, and the same creation token (two
+-- different sessions created under one id in the same millisecond would otherwise look alike).
+if t[1] == s_seq and t[2] == s_ver and t[3] == s_upd and (t[6] or '') == (field(snap.meta, 'ctok') or '') then
   return reply('unchanged')
 end
 if policy == 'target-wins' then
