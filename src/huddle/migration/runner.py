@@ -104,7 +104,7 @@ class _Tally:
     def __init__(self, task: MigrationTask) -> None:
         self.task = task
         self.counts: Counter[str] = Counter()
-        self.written: list[str] = []
+        self.written: list[tuple[str, int]] = []  # (session id, events): counted by the commit script
         self.conflicts: list[ConflictRecord] = []
         self.errors: list[MigrationErrorRecord] = []
 
@@ -136,9 +136,7 @@ class _Tally:
             return
         outcome = result.outcome
         if result.wrote:
-            self.counts["migrated"] += 1
-            self.counts["events"] += snap.events
-            self.written.append(snap.session_id)
+            self.written.append((snap.session_id, snap.events))
             if outcome in ("replaced", "merged"):
                 self.conflict(snap, result, "source")
         elif outcome == "unchanged":

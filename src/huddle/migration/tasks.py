@@ -178,16 +178,20 @@ class TaskStore:
         task_id: str,
         increments: Mapping[str, int],
         cursor: Mapping[str, Any],
-        written: Sequence[str],
+        written: Sequence[tuple[str, int]],
         conflicts: Sequence[ConflictRecord],
         errors: Sequence[MigrationErrorRecord],
     ) -> str:
-        """Record one batch atomically; returns the task's status (``cancelling`` asks the runner to stop)."""
+        """Record one batch atomically; returns the task's status (``cancelling`` asks the runner to stop).
+
+        ``written``: (session id, events) of the sessions written; the script counts a session as migrated
+        (and its events) only the first time the task writes it, so a session SCAN returns twice, or that a
+        resumed run writes again after its first run recorded it, is not counted twice."""
         counters = [str(item) for name, value in increments.items() if value for item in (name, value)]
         args: list[str | int] = [self.ttl, json.dumps(dict(cursor))]
         for items in (
             counters,
-            list(written),
+            [str(item) for sid, events in written for item in (sid, events)],
             [item.model_dump_json() for item in conflicts],
             [item.model_dump_json() for item in errors],
         ):
