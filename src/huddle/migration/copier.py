@@ -125,66 +125,63 @@ class Exporter:
         """Snapshots of these sessions in one pipelined round trip; None for sessions that do not exist."""
         if not session_ids:
             return []
-        if dump:
-            return await self._read_dumps(session_ids)
-        async with self.client.pipeline(transaction=False) as pipe:
-            for sid in session_ids:
-                await self._export(keys=self.keys.session(sid).all, client=pipe)
-                pipe.zscore(self.keys.active_index_for(sid), sid)
-            raw = await pipe.execute()
-        out: list[Snapshot | None] = []
-        for i, sid in enumerate(session_ids):
-            reply, score = raw[2 * i], raw[2 * i + 1]
-            if not reply:
-                out.append(None)
-                continue
-            payload, meta, events, agents, failure_ids = reply
-            out.append(
-                Snapshot(
-                    session_id=sid,
-                    meta=_pairs(meta),
-                    payload=str(payload),
-                    events=int(events),
-                    agents=_pairs(agents),
-                    failure_ids=[str(item) for item in failure_ids],
-                    active_score=float(score) if score is not None else None,
-                )
-            )
-        return out
-
-    async def _read_dumps(self, session_ids: Sequence[str]) -> list[Snapshot | None]:
+        if not dump:
+            replies = await self._run(self.client, self._export, session_ids)
+            return [_json_snapshot(sid, *reply) if reply else None for sid, reply in replies]
         if self.raw is None or self._dump is None:
             raise MigrationError("this exporter has no binary-safe client for DUMP payloads")
-        async with self.raw.pipeline(transaction=False) as pipe:
+        replies = await self._run(self.raw, self._dump, session_ids)
+        return [_dump_snapshot(sid, *reply) if reply else None for sid, reply in replies]
+
+    async def _run(
+        self, client: RedisClient, script: AsyncScript, session_ids: Sequence[str]
+    ) -> list[tuple[str, Any]]:
+        """(session id, (script reply..., activity score)) per session, or (id, None) if it does not exist."""
+        async with client.pipeline(transaction=False) as pipe:
             for sid in session_ids:
-                await self._dump(keys=self.keys.session(sid).all, client=pipe)
+                await script(keys=self.keys.session(sid).all, client=pipe)
                 pipe.zscore(self.keys.active_index_for(sid), sid)
             raw = await pipe.execute()
-        out: list[Snapshot | None] = []
-        for i, sid in enumerate(session_ids):
-            reply, score = raw[2 * i], raw[2 * i + 1]
-            if not reply:
-                out.append(None)
-                continue
-            meta_flat, agents, failure_ids, events, payloads, ttls, fingerprint = reply
-            meta = _pairs([_text(item) for item in meta_flat])
-            payload = json.dumps(
-                {"meta": flat(meta), "ttl": [str(int(ttl)) for ttl in ttls]}, separators=(",", ":")
-            )
-            out.append(
-                Snapshot(
-                    session_id=sid,
-                    meta=meta,
-                    payload=payload,
-                    events=int(events),
-                    agents=_pairs([_text(item) for item in agents]),
-                    failure_ids=[_text(item) for item in failure_ids],
-                    active_score=float(score) if score is not None else None,
-                    dumps=tuple(bytes(item) for item in payloads),
-                    fingerprint=_text(fingerprint),
-                )
-            )
-        return out
+        return [
+            (sid, (*raw[2 * i], raw[2 * i + 1]) if raw[2 * i] else None) for i, sid in enumerate(session_ids)
+        ]
+
+
+def _score(score: Any) -> float | None:
+    return float(score) if score is not None else None
+
+
+def _json_snapshot(
+    sid: str, payload: Any, meta: Any, events: Any, agents: Any, failure_ids: Any, score: Any
+) -> Snapshot:
+    return Snapshot(
+        session_id=sid,
+        meta=_pairs(meta),
+        payload=str(payload),
+        events=int(events),
+        agents=_pairs(agents),
+        failure_ids=[str(item) for item in failure_ids],
+        active_score=_score(score),
+    )
+
+
+def _dump_snapshot(
+    sid: str, meta_flat: Any, agents: Any, failure_ids: Any, events: Any, payloads: Any, ttls: Any,
+    fingerprint: Any, score: Any,
+) -> Snapshot:  # fmt: skip
+    meta = _pairs([_text(item) for item in meta_flat])
+    payload = json.dumps({"meta": flat(meta), "ttl": [str(int(ttl)) for ttl in ttls]}, separators=(",", ":"))
+    return Snapshot(
+        session_id=sid,
+        meta=meta,
+        payload=payload,
+        events=int(events),
+        agents=_pairs([_text(item) for item in agents]),
+        failure_ids=[_text(item) for item in failure_ids],
+        active_score=_score(score),
+        dumps=tuple(bytes(item) for item in payloads),
+        fingerprint=_text(fingerprint),
+    )
 
 
 def _text(value: bytes | str) -> str:
