@@ -6,12 +6,11 @@ the source refuses the payloads and the task falls back to logical copies withou
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 import redis.asyncio as aioredis
-from migration_support import raw_session, same_session, source, target_server
+from migration_support import make_migration, raw_session, same_session, source, target_server
 
 from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
 from huddle.connection import create_client
@@ -19,7 +18,7 @@ from huddle.keys import KeySpace
 from huddle.migration import MigrationConfig, SessionMigration
 from huddle.migration.validation import Digester
 
-__all__ = ["source", "target_server"]
+__all__ = ["make_migration", "source", "target_server"]
 
 MakeMigration = Callable[..., Awaitable[SessionMigration]]
 BIG_METADATA = {"task": "refactor the authentication module of the platform", "owner": "alice@example.com"}
@@ -30,25 +29,6 @@ def twin_server(redis_server: EmbeddedRedis) -> Iterator[EmbeddedRedis]:
     """A second server running the same binary as the source (so DUMP payloads and fingerprints match)."""
     with EmbeddedRedis(binary=redis_server.binary) as server:
         yield server
-
-
-@pytest.fixture
-async def make_migration(
-    redis_server: EmbeddedRedis, namespace: str
-) -> AsyncIterator[Callable[..., Awaitable[SessionMigration]]]:
-    made: list[SessionMigration] = []
-
-    async def build(target: EmbeddedRedis, **overrides: Any) -> SessionMigration:
-        values: dict[str, Any] = {"source_url": redis_server.url, "target_url": target.url,
-                                  "namespace": namespace, "batch_size": 8}  # fmt: skip
-        values.update(overrides)
-        migration = await SessionMigration(MigrationConfig(**values)).connect()
-        made.append(migration)
-        return migration
-
-    yield build
-    for migration in made:
-        await migration.close()
 
 
 async def rich_session(manager: SessionManager, events: int = 140) -> str:
@@ -84,7 +64,7 @@ async def test_restore_copies_between_same_version_servers_are_exact_and_verifie
     sids = [await rich_session(source) for _ in range(3)]
     meta_key = source.keys.session(sids[0]).meta
     assert await encoding(redis_server.url, meta_key) == "hashtable"  # field order depends on the hash seed
-    migration = await make_migration(twin_server, copy_mode="restore")
+    migration = await make_migration(target_url=twin_server.url, copy_mode="restore")
     task = await migration.wait(await migration.start_full_migration(validate_after=True))
     assert task.status == "completed" and task.progress.migrated_sessions == 3
     assert task.validation is not None and task.validation.ok and task.validation.total_checked == 3
@@ -118,7 +98,9 @@ async def test_a_target_older_than_the_source_refuses_payloads_and_the_task_copi
     async with SessionManager(on_target) as other:
         await other.create_session("carol", session_id=sids[0])
     before = await raw_session(target_server.url, namespace, sids[0])
-    migration = await make_migration(target_server, copy_mode="restore", conflict_policy="source-wins")
+    migration = await make_migration(
+        target_url=target_server.url, copy_mode="restore", conflict_policy="source-wins"
+    )
     task = await migration.wait(await migration.start_full_migration(validate_after=True))
     assert task.status == "completed" and task.progress.failed_sessions == 0
     assert task.progress.migrated_sessions == 4
@@ -143,7 +125,7 @@ async def test_validation_passes_sessions_whose_streams_differ_only_in_encoding(
     old = (await admin.config_get("stream-node-max-entries"))["stream-node-max-entries"]
     await admin.config_set("stream-node-max-entries", 7)  # the target cuts its stream nodes differently
     try:
-        migration = await make_migration(twin_server, copy_mode="logical")
+        migration = await make_migration(target_url=twin_server.url, copy_mode="logical")
         task = await migration.wait(await migration.start_selective_migration(sids, validate_after=False))
         assert task.progress.migrated_sessions == 2
         keys = KeySpace(source.keys.namespace, 16)
@@ -167,7 +149,7 @@ async def test_validation_names_the_field_that_differs_between_same_version_serv
     twin_server: EmbeddedRedis, namespace: str,
 ) -> None:  # fmt: skip
     sids = [await rich_session(source, events=10) for _ in range(3)]
-    migration = await make_migration(twin_server)
+    migration = await make_migration(target_url=twin_server.url)
     task = await migration.wait(await migration.start_selective_migration(sids, validate_after=True))
     assert task.validation is not None and task.validation.ok
     twin = aioredis.Redis.from_url(twin_server.url, decode_responses=True)
