@@ -36,6 +36,11 @@ def migrate_command(
     namespace: str = typer.Option("huddle", "--namespace", help="Namespace of the sessions on the source."),
     target_namespace: str | None = typer.Option(None, "--target-namespace", help="Namespace on the target."),
     batch_size: int = typer.Option(100, "--batch-size", help="Sessions per round trip."),
+    copy_mode: str = typer.Option(
+        "auto",
+        "--copy-mode",
+        help="auto (DUMP/RESTORE when the target's Redis can read the source's payloads) | restore | logical.",
+    ),
 ) -> None:
     """Migrate sessions (full by default; --since for incremental, --sessions for selective)."""
     if since is not None and sessions is not None:
@@ -47,6 +52,7 @@ def migrate_command(
         "target_namespace": target_namespace,
         "batch_size": batch_size,
         "enable_validation": validate,
+        "copy_mode": copy_mode,
     }
     if conflict:
         values["conflict_policy"] = conflict
