@@ -239,10 +239,11 @@ class PubSubCheck:
         checks = CheckSet(self.name, "datastore", self.config)
         try:
             client = await ready(self.client)
-            if is_cluster(client) and await server_version(client) >= (7, 0):
-                from .cluster_pubsub import ShardedPubSubCheck  # what emit.lua uses there (SPUBLISH)
+            if is_cluster(client):  # every primary; sharded pub/sub on 7.0+ (what emit.lua uses there)
+                from .cluster_pubsub import ShardedPubSubCheck
 
-                return await ShardedPubSubCheck(client, self.channel, self.config).run()
+                sharded = await server_version(client) >= (7, 0)
+                return await ShardedPubSubCheck(client, self.channel, self.config, sharded=sharded).run()
         except UNREACHABLE as exc:
             checks.add("responseTime", None, "ms", level="down", output=f"unreachable: {exc}")
             return checks.component()

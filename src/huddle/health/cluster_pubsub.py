@@ -1,7 +1,9 @@
-"""The pub/sub round trip huddle really uses on a Redis Cluster of 7.0+: SSUBSCRIBE + SPUBLISH on every primary.
+"""The pub/sub round trip huddle really uses on a Redis Cluster, probed on every primary.
 
-emit.lua publishes session notices with SPUBLISH there, so the probe uses one channel per primary (its name
-hashed into a slot that primary serves) and reports the slowest round trip, naming any primary that fails."""
+On 7.0+ emit.lua publishes session notices with SPUBLISH, so the probe uses one channel per primary (its name
+hashed into a slot that primary serves), SSUBSCRIBE + SPUBLISH. On 6.2 huddle uses classic pub/sub, which the
+cluster bus broadcasts: the probe subscribes on each primary and PUBLISHes through the cluster client. Either
+way it reports the slowest round trip and names any primary whose probe failed."""
 
 from __future__ import annotations
 
@@ -33,21 +35,27 @@ def probe_channels(client: RedisClient, channel: str) -> dict[str, str]:
 
 
 class ShardedPubSubCheck:
-    """The pub/sub round trip huddle really uses on a 7.0+ cluster: SSUBSCRIBE + SPUBLISH, on every primary."""
+    """Pub/sub round trip on every primary: sharded (SSUBSCRIBE/SPUBLISH) on 7.0+, else classic."""
 
     name = "pubsub"
 
-    def __init__(self, client: RedisClient, channel: str, config: HealthConfig) -> None:
+    def __init__(
+        self, client: RedisClient, channel: str, config: HealthConfig, *, sharded: bool = True
+    ) -> None:
         self.client = client
         self.channel = channel
         self.config = config
+        self.sharded = sharded
 
     async def _wait(self, pubsub: Any, deadline: float, want: str, data: str | None = None) -> bool:
         while time.perf_counter() < deadline:
             left = max(0.0, deadline - time.perf_counter())
-            message = await pubsub.get_sharded_message(
-                ignore_subscribe_messages=False, timeout=min(left, 0.25)
-            )
+            if self.sharded:
+                message = await pubsub.get_sharded_message(
+                    ignore_subscribe_messages=False, timeout=min(left, 0.25)
+                )
+            else:
+                message = await pubsub.get_message(timeout=min(left, 0.25))
             if message is None:
                 continue
             if _text(message.get("type")) == want and (data is None or _text(message.get("data")) == data):
@@ -56,15 +64,20 @@ class ShardedPubSubCheck:
 
     async def _probe(self, node: str, channel: str, deadline: float) -> tuple[str, float | None, str | None]:
         """(node, round trip ms or None, why it failed)."""
-        pubsub = self.client.pubsub()
         token = uuid.uuid4().hex
+        if self.sharded:
+            pubsub = self.client.pubsub()
+            kinds = ("ssubscribe", "smessage")
+        else:  # classic pub/sub: subscribe on this primary, PUBLISH anywhere, the cluster bus must deliver it
+            pubsub = self.client.pubsub(node=self.client.get_node(node_name=node))
+            kinds = ("subscribe", "message")
         try:
-            await pubsub.ssubscribe(channel)
-            if not await self._wait(pubsub, deadline, "ssubscribe"):
+            await (pubsub.ssubscribe if self.sharded else pubsub.subscribe)(channel)
+            if not await self._wait(pubsub, deadline, kinds[0]):
                 return node, None, "subscription not confirmed"
             started = time.perf_counter()
-            await self.client.spublish(channel, token)
-            if await self._wait(pubsub, deadline, "smessage", token):
+            await (self.client.spublish if self.sharded else self.client.publish)(channel, token)
+            if await self._wait(pubsub, deadline, kinds[1], token):
                 return node, round((time.perf_counter() - started) * 1000, 3), None
             return node, None, "probe message not delivered"
         except UNREACHABLE as exc:
@@ -78,18 +91,23 @@ class ShardedPubSubCheck:
         deadline = time.perf_counter() + self.config.check_timeout * 0.9
         try:
             await self.client.initialize()
-            channels = probe_channels(self.client, self.channel)
+            if self.sharded:
+                channels = probe_channels(self.client, self.channel)
+            else:
+                channels = {node.name: self.channel for node in self.client.get_primaries()}
         except UNREACHABLE as exc:
             checks.add("responseTime", None, "ms", level="down", output=f"unreachable: {exc}")
             return checks.component()
         results = await asyncio.gather(*(self._probe(n, c, deadline) for n, c in channels.items()))
         failed = [f"{node}: {why}" for node, _, why in results if why is not None]
         times = [(ms, node) for node, ms, _ in results if ms is not None]
-        details = {"mode": "sharded", "nodes": {node: ms for node, ms, _ in results}}
+        mode = "sharded" if self.sharded else "classic"
+        details = {"mode": mode, "nodes": {node: ms for node, ms, _ in results}}
         if failed:
             level: Level = "down" if not times else "critical"
             checks.add("responseTime", None, "ms", level=level, output="; ".join(failed))
         else:
             slowest, node = max(times)
-            checks.add("responseTime", slowest, "ms", output=f"slowest primary {node} (SPUBLISH round trip)")
+            command = "SPUBLISH" if self.sharded else "PUBLISH"
+            checks.add("responseTime", slowest, "ms", output=f"slowest primary {node} ({command} round trip)")
         return checks.component(details=details)
