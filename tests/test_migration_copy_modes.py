@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from migration_support import make_migration, raw_session, same_session, source, target_server
 
 from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
+from huddle.acl import create_acl_user
 from huddle.connection import create_client
 from huddle.keys import KeySpace
 from huddle.migration import MigrationConfig, SessionMigration
@@ -163,3 +164,31 @@ async def test_validation_names_the_field_that_differs_between_same_version_serv
     fields = {mismatch.session_id: mismatch.fields for mismatch in report.mismatches}
     assert "events_sha1" in fields[sids[1]] and "event_count" in fields[sids[1]]
     assert fields[sids[2]] == ["agents"]
+
+
+async def test_a_least_privilege_target_user_without_restore_gets_logical_copies(
+    source: SessionManager,
+    make_migration: MakeMigration,
+    redis_server: EmbeddedRedis,
+    twin_server: EmbeddedRedis,
+    namespace: str,
+) -> None:
+    # The huddle ACL user (huddle.acl) excludes @dangerous, RESTORE included: the import script's first
+    # RESTORE is refused with NOPERM, nothing changes, and the task copies those sessions logically.
+    sids = [await rich_session(source, events=10) for _ in range(3)]
+    admin = aioredis.Redis.from_url(twin_server.url)
+    try:
+        await create_acl_user(admin, f"u{namespace}", "s3cret-pw", namespace)
+    finally:
+        await admin.aclose()
+    limited = twin_server.url.replace("redis://", f"redis://u{namespace}:s3cret-pw@")
+    migration = await make_migration(target_url=limited, copy_mode="restore")
+    task = await migration.wait(await migration.start_full_migration(validate_after=True))
+    assert task.status == "completed" and task.progress.migrated_sessions == 3, task.recent_errors
+    assert task.progress.failed_sessions == 0
+    assert task.validation is not None and task.validation.ok and task.validation.total_checked == 3
+    for sid in sids:
+        same_session(
+            await raw_session(redis_server.url, namespace, sid),
+            await raw_session(twin_server.url, namespace, sid),
+        )
