@@ -13,7 +13,6 @@ Every link's status is published on the source (``sync_links``), so any process 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime
 
@@ -29,7 +28,7 @@ from .config import MigrationConfig
 from .copier import Exporter, Importer, ImportResult, read_delta
 from .models import CrossInstanceSession
 from .sync_follower import MAX_BACKOFF, StreamFollower
-from .sync_links import StatusBoard, SyncLink, read_links
+from .sync_links import StatusBoard, SyncLink, read_sync_links
 
 log = logging.getLogger("huddle.migration.sync")
 
@@ -218,7 +217,7 @@ class CrossInstanceSync:
         """Every live link recorded on the source, of every process (of ``session_id`` only, if given)."""
         if session_id is not None:
             check_id(session_id)
-        return await read_links(self.source, self.source_keys, session_id)
+        return await read_sync_links(self.source, self.source_keys, session_id)
 
     def status(self, session_id: str, instance: str | None = None) -> CrossInstanceSession | None:
         """This process's link of the session (the first linked instance if none is named)."""
@@ -238,7 +237,8 @@ class CrossInstanceSync:
         for link in links:
             if self.follower is not None:
                 await self.follower.remove(link)
-            await _cancel(link.runner)
+        await _cancel(*(link.runner for link in links))
+        for link in links:
             link.runner = None
             link.status = "stopped"
         await self.board.forget(links)
@@ -251,8 +251,8 @@ class CrossInstanceSync:
         self._closed = True
         if self.follower is not None:
             await self.follower.close()
-        for link in list(self._links.values()):
-            await _cancel(link.runner)
+        await _cancel(*(link.runner for link in self._links.values()))
+        for link in self._links.values():
             link.runner = None
             link.status = "stopped"
         await self.board.close()
@@ -282,9 +282,12 @@ async def _target_position(
     return int(seq), (cps[0][0] if cps else None), (fails[0][0] if fails else None)
 
 
-async def _cancel(task: asyncio.Task[None] | None) -> None:
-    if task is None or task.done():
-        return
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+async def _cancel(*tasks: asyncio.Task[None] | None) -> None:
+    """Cancel the tasks, then wait for all of them (one by one, each could wait for connections the others
+    hold in blocked reads)."""
+    running = [task for task in tasks if task is not None and not task.done()]
+    for task in running:
+        task.cancel()
+    for outcome in await asyncio.gather(*running, return_exceptions=True):
+        if isinstance(outcome, Exception):
+            log.error("a sync task had failed: %r", outcome)
