@@ -2,7 +2,7 @@
 
 On 7.0+ emit.lua publishes session notices with SPUBLISH, so the probe uses one channel per primary (its name
 hashed into a slot that primary serves), SSUBSCRIBE + SPUBLISH. On 6.2 huddle uses classic pub/sub, which the
-cluster bus broadcasts: the probe subscribes on each primary and PUBLISHes through the cluster client. Either
+cluster bus broadcasts: the probe subscribes and PUBLISHes on each primary. Either
 way it reports the slowest round trip and names any primary whose probe failed."""
 
 from __future__ import annotations
@@ -76,7 +76,10 @@ class ShardedPubSubCheck:
             if not await self._wait(pubsub, deadline, kinds[0]):
                 return node, None, "subscription not confirmed"
             started = time.perf_counter()
-            await (self.client.spublish if self.sharded else self.client.publish)(channel, token)
+            if self.sharded:
+                await self.client.spublish(channel, token)  # routed to the channel's slot: this primary
+            else:  # on this primary too, so a dead other node (e.g. the client's default) cannot fail this probe
+                await self.client.publish(channel, token, target_nodes=self.client.get_node(node_name=node))
             if await self._wait(pubsub, deadline, kinds[1], token):
                 return node, round((time.perf_counter() - started) * 1000, 3), None
             return node, None, "probe message not delivered"
