@@ -25,7 +25,7 @@ from ..ids import check_id
 from ..keys import KeySpace
 from ..store import redis_boundary
 from .config import MigrationConfig
-from .copier import Exporter, Importer, ImportResult, read_delta
+from .copier import Exporter, Importer, ImportResult, Snapshot, read_delta
 from .models import CrossInstanceSession
 from .sync_follower import MAX_BACKOFF, StreamFollower
 from .sync_links import StatusBoard, SyncLink, read_sync_links
@@ -151,7 +151,11 @@ class CrossInstanceSync:
 
     async def _apply(self, link: SyncLink) -> int:
         client, importer = self._target(link.instance)
-        position = await _target_position(client, self.target_keys, link.session_id)
+        # After a successful sync the target's position is known; the delta script still checks it (a target
+        # that lost data reports a gap and gets a full copy, one that moved on alone is 'stale'), so only a
+        # failed or first sync pays the round trip to read it.
+        position = link.position or await _target_position(client, self.target_keys, link.session_id)
+        link.position = None
         if position is not None:
             seq, cp_last, fail_last = position
             delta = await read_delta(self.source, self.source_keys, link.session_id, seq, cp_last, fail_last)
@@ -166,6 +170,7 @@ class CrossInstanceSync:
                         f"{delta.seq}): it was written by someone else"
                     )
                 link.last_synced_seq = delta.seq
+                link.position = _position(delta, cp_last, fail_last)
                 return int(result.detail or 0)
             if not _needs_full_copy(result):
                 raise result if isinstance(result, HuddleError) else SyncError(str(result))
@@ -180,6 +185,7 @@ class CrossInstanceSync:
             raise result if isinstance(result, HuddleError) else SyncError(str(result))
         link.full_copies += 1
         link.last_synced_seq = snap.seq
+        link.position = _position(snap, None, None)
         return snap.events
 
     async def _follow(self, link: SyncLink) -> None:
@@ -259,6 +265,15 @@ class CrossInstanceSync:
         for client, _ in self._targets.values():
             await client.aclose()
         self._targets.clear()
+
+
+def _position(
+    written: Snapshot, cp_before: str | None, fail_before: str | None
+) -> tuple[int, str | None, str | None]:
+    """The target's position after ``written`` was applied: its seq, last checkpoint id (checkpoints are stored
+    at ``0-<seq>``, the seq in meta ``cps``) and last failure snapshot id."""
+    cp = f"0-{written.meta['cps']}" if written.meta.get("cp") else cp_before
+    return written.seq, cp, (written.failure_ids[-1] if written.failure_ids else fail_before)
 
 
 def _needs_full_copy(result: Exception) -> bool:

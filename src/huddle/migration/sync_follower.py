@@ -1,9 +1,10 @@
 """One blocking reader for every real-time sync link of a process (standalone or Sentinel source).
 
 Instead of one ``XREAD BLOCK`` per link (N links would hold N pooled connections, and a pool smaller than N
-would starve the syncs themselves), one task blocks on every linked stream at once. When streams have new
-entries, their links are synced concurrently (at most ``concurrency`` at a time), then the reader blocks again
-from each link's last synced seq, so events that arrive meanwhile are caught by the next read. A link whose
+would starve the syncs themselves), one task blocks on every linked stream at once. A stream with new entries
+gets a sync task for each of its idle links (at most ``concurrency`` syncs run at a time) and the reader blocks
+again at once, from the highest seq it has seen for links being synced: it never waits for syncs, and an entry
+that arrives during a sync makes that link sync again as soon as it is done. A link whose
 sync failed is left out of the read until its backoff has passed. New links wake the reader through a small
 stream of this process (``KeySpace.sync_wake``), so they are followed at once rather than after the block.
 
@@ -13,7 +14,6 @@ A Redis Cluster refuses multi-key XREAD across slots; there, ``CrossInstanceSync
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -53,6 +53,7 @@ class StreamFollower:
         self._streams: dict[str, list[SyncLink]] = {}
         self._gate = asyncio.Semaphore(concurrency)
         self._task: asyncio.Task[None] | None = None
+        self._busy: dict[SyncLink, asyncio.Task[None]] = {}
         self.reads = 0
         """XREAD calls made so far (the benchmark reports it)."""
 
@@ -75,30 +76,26 @@ class StreamFollower:
             log.debug("could not wake the sync reader: %s", exc)
 
     async def remove(self, link: SyncLink) -> None:
-        """Stop following ``link``; the reader stops when no link is left."""
-        stream = self.keys.session(link.session_id).events
-        links = self._streams.get(stream, [])
-        if link in links:
-            links.remove(link)
-            if not links:
-                del self._streams[stream]
+        """Stop following ``link`` (cancelling its sync in flight); the reader stops when no link is left."""
+        self._drop(link)
+        task = self._busy.pop(link, None)
+        if task is not None:
+            await _cancel([task])
         if not self._streams:
             await self.close()
 
     async def close(self) -> None:
-        """Stop the reader (idempotent; links in the middle of a sync are cancelled with it)."""
+        """Stop the reader and every sync in flight (idempotent)."""
         task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await _cancel([task, *self._busy.values()])
+        self._busy.clear()
 
     def _request(self, now: float) -> tuple[dict[str, str], int]:
-        """The streams to read (from the lowest synced seq of their ready links) and the block time."""
+        """The streams to read (from the lowest position of their ready links) and the block time."""
         streams = {self._wake_key: self._wake_id}
         next_retry = math.inf
         for stream, links in self._streams.items():
-            ready = [link.last_synced_seq for link in links if link.retry_at <= now]
+            ready = [max(link.last_synced_seq, link.seen) for link in links if link.retry_at <= now]
             if ready:
                 streams[stream] = f"0-{min(ready)}"
             else:
@@ -123,7 +120,6 @@ class StreamFollower:
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             backoff = 0.05
-            due: list[SyncLink] = []
             for stream, entries in _pairs(reply):
                 if not entries:
                     continue
@@ -131,28 +127,34 @@ class StreamFollower:
                     self._wake_id = str(entries[-1][0])
                     continue
                 seq = int(str(entries[-1][0]).partition("-")[2])
-                due += [
-                    link
-                    for link in self._streams.get(stream, ())
-                    if link.retry_at <= now and link.last_synced_seq < seq
-                ]
-            if due:
-                await asyncio.gather(*(self._one(link, loop) for link in due))
+                for link in self._streams.get(stream, ()):
+                    if link.retry_at > now:
+                        continue
+                    link.seen = max(link.seen, seq)
+                    if link not in self._busy and link.last_synced_seq < seq:
+                        task = asyncio.create_task(self._one(link, loop), name="huddle-sync-apply")
+                        self._busy[link] = task
+                        task.add_done_callback(lambda _, link=link: self._busy.pop(link, None))  # type: ignore[misc]
 
     async def _one(self, link: SyncLink, loop: asyncio.AbstractEventLoop) -> None:
-        async with self._gate:
-            try:
-                await self._sync(link)
-            except SyncSourceGoneError:
-                self._drop(link)  # the session is gone: nothing more will come
-                return
-            except (HuddleError, RedisError, OSError) as exc:
-                link.status, link.last_error = "retrying", str(exc)
-                link.retry_at = loop.time() + link.backoff
-                link.backoff = min(link.backoff * 2, MAX_BACKOFF)
-                log.warning("sync of %s to %s failed (%s); retrying", link.session_id, link.instance, exc)
-                return
+        """Sync the link until it has what the reader has seen (or a sync fails: then back off)."""
+        while True:
+            async with self._gate:
+                try:
+                    await self._sync(link)
+                except SyncSourceGoneError:
+                    self._drop(link)  # the session is gone: nothing more will come
+                    return
+                except (HuddleError, RedisError, OSError) as exc:
+                    link.status, link.last_error = "retrying", str(exc)
+                    link.retry_at = loop.time() + link.backoff
+                    link.backoff = min(link.backoff * 2, MAX_BACKOFF)
+                    link.seen = link.last_synced_seq  # read again from what the target has, once backed off
+                    log.warning("sync of %s to %s failed (%s); retrying", link.session_id, link.instance, exc)
+                    return
             link.retry_at, link.backoff = 0.0, 0.05
+            if link.seen <= link.last_synced_seq:
+                return
 
     def _drop(self, link: SyncLink) -> None:
         stream = self.keys.session(link.session_id).events
@@ -169,3 +171,12 @@ def _pairs(reply: Any) -> list[tuple[str, list[Any]]]:
         return []
     items = reply.items() if isinstance(reply, dict) else reply
     return [(str(stream), list(entries)) for stream, entries in items]
+
+
+async def _cancel(tasks: list[asyncio.Task[None] | None]) -> None:
+    running = [task for task in tasks if task is not None and not task.done()]
+    for task in running:
+        task.cancel()
+    for outcome in await asyncio.gather(*running, return_exceptions=True):
+        if isinstance(outcome, Exception):
+            log.error("a real-time sync task had failed: %r", outcome)

@@ -57,6 +57,10 @@ class SyncLink:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     retry_at: float = 0.0
     backoff: float = 0.05
+    seen: int = 0
+    """The highest source seq the real-time reader has seen for this link (a sync may be on its way to it)."""
+    position: tuple[int, str | None, str | None] | None = None
+    """What the last successful sync left on the target (seq, checkpoint id, failure id); None: ask the target."""
 
     def view(self, owner: str | None) -> CrossInstanceSession:
         """The public status of the link."""
