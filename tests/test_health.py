@@ -276,10 +276,26 @@ async def test_component_health_snapshot_figures_become_checks(
     assert migration.checks["migration:syncLagSeconds"].level == "warning"  # default warning at 30 s
 
 
-async def test_asgi_app_mounts_into_a_users_fastapi_app(
-    health: SessionHealthCheck, manager: SessionManager
-) -> None:
+async def test_asgi_app_mounts_into_a_users_fastapi_app(manager: SessionManager) -> None:
+    # Timing thresholds out of reach: this test is about mounting, not about how loaded the machine is.
+    lenient = {
+        name: {"warning": 60_000}
+        for name in (
+            "redis:responseTime",
+            "pubsub:responseTime",
+            "process:eventLoopLag",
+            "performance:p99ResponseTime",
+        )
+    }
+    health = SessionHealthCheck(HealthConfig(check_interval=300, thresholds=lenient))
     await health.initialize(session_manager=manager)
+    try:
+        await _mounted(health)
+    finally:
+        await health.close()
+
+
+async def _mounted(health: SessionHealthCheck) -> None:
     app = FastAPI()
     app.mount("/ops", health.asgi_app())
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
