@@ -72,24 +72,24 @@ def test_sync_once_applies_what_the_target_lacks_and_prints_the_count(
     assert asyncio.run(_last_seq(target_server.url, namespace, sid)) == last
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(("sig", "mode"), [(signal.SIGTERM, "real-time"), (signal.SIGINT, "periodic")])
 def test_sync_run_mirrors_live_events_is_listed_by_status_and_stops_cleanly_on_a_signal(
-    redis_server: EmbeddedRedis, target_server: EmbeddedRedis, namespace: str, sig: signal.Signals
+    redis_server: EmbeddedRedis, target_server: EmbeddedRedis, namespace: str, sig: signal.Signals, mode: str
 ) -> None:
     sid = asyncio.run(_session(redis_server.url, namespace, 2))
     proc = subprocess.Popen(
         [sys.executable, "-m", "huddle", "sync", "run", "--from", redis_server.url, "--to", target_server.url,
-         "--namespace", namespace, sid],
+         "--namespace", namespace, "--mode", mode, "--interval", "0.1", sid],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
     )  # fmt: skip
     try:
         assert proc.stderr is not None
-        assert "syncing 1 session(s) (real-time)" in proc.stderr.readline()
+        assert f"syncing 1 session(s) ({mode})" in proc.stderr.readline()
         last = asyncio.run(_emit(redis_server.url, namespace, sid, 10))
         wait_for(lambda: asyncio.run(_last_seq(target_server.url, namespace, sid)) == last)
         status = cli("status", "--from", redis_server.url, "--namespace", namespace)
         assert status.returncode == 0, status.stderr
-        assert sid in status.stdout and "real-time" in status.stdout and f":{proc.pid}:" in status.stdout
+        assert sid in status.stdout and mode in status.stdout and f":{proc.pid}:" in status.stdout
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:
