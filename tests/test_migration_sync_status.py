@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from migration_support import make_migration, source, target, target_server
 from test_migration_sync import synced, until
 
-from huddle import EmbeddedRedis, SessionManager
+from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
 from huddle.errors import InvalidIdentifierError
 from huddle.keys import KeySpace
 from huddle.migration import SessionMigration
@@ -204,3 +204,35 @@ async def test_many_real_time_links_share_one_blocked_connection(
     finally:
         await client.aclose()
     assert all(link.status == "syncing" for link in migration.list_cross_instance_sessions())
+
+
+async def test_an_unreachable_target_does_not_hold_back_the_other_real_time_links(
+    source: SessionManager, target: SessionManager, make_migration: MakeMigration
+) -> None:
+    async with EmbeddedRedis(appendonly=True) as dr_server:
+        dr_config = SessionManagerConfig(redis_url=dr_server.url, namespace=source.keys.namespace)
+        healthy, stranded = await source.create_session("alice"), await source.create_session("alice")
+        migration = await make_migration(
+            instances={"dr": dr_server.url}, retry_attempts=0, socket_timeout=1.0
+        )
+        await migration.setup_cross_instance_sync(healthy, "target", "real-time")
+        await migration.setup_cross_instance_sync(stranded, "dr", "real-time")
+        dr_server.stop(kill=True, cleanup=False)
+        for _ in range(10):
+            await source.emit_event(healthy, {"type": "modified"}, "alice")
+            await source.emit_event(stranded, {"type": "modified"}, "alice")
+        await until(lambda: synced(source, target, healthy))
+
+        async def retrying() -> bool:
+            link = migration.get_cross_instance_status(stranded, "dr")
+            return link is not None and link.status == "retrying" and link.errors > 0
+
+        await until(retrying)
+        dr_server.start()
+        async with SessionManager(dr_config) as dr:
+            await until(lambda: synced(source, dr, stranded), seconds=30)
+            assert [e.seq for e in await dr.get_events(stranded)] == [
+                e.seq for e in await source.get_events(stranded)
+            ]
+        link = migration.get_cross_instance_status(stranded, "dr")
+        assert link is not None and link.status == "syncing"
