@@ -248,13 +248,24 @@ class GatedClusterPipeline(ClusterPipeline):  # type: ignore[misc]
         await self._load_scripts()
         gate = getattr(self.cluster_client, "huddle_gate", None)
         if gate is None or _GATED.get():
-            return list(await super().execute(raise_on_error, allow_redirections))
+            return _unless_cancelled(list(await super().execute(raise_on_error, allow_redirections)))
         async with gate:
             token = _GATED.set(True)
             try:
-                return list(await super().execute(raise_on_error, allow_redirections))
+                return _unless_cancelled(list(await super().execute(raise_on_error, allow_redirections)))
             finally:
                 _GATED.reset(token)
+
+
+def _unless_cancelled(replies: list[Any]) -> list[Any]:
+    """Re-raise a cancellation redis-py's cluster pipeline swallowed (redis-py 8.1: a task cancelled while its
+    pipeline runs gets the replies instead of ``CancelledError``, so a loop would go on after ``cancel()``)."""
+    import asyncio
+
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+    return replies
 
 
 def _cluster_client(settings: RedisSettings, target: Target, kwargs: dict[str, Any]) -> RedisClient:

@@ -16,8 +16,6 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-from redis.exceptions import RedisError
-
 from ..config import mask_url
 from ..connection import RedisClient, create_client, is_cluster
 from ..errors import HuddleError, InvalidMigrationRequestError, SyncError, SyncSourceGoneError
@@ -27,7 +25,7 @@ from ..store import redis_boundary
 from .config import MigrationConfig
 from .copier import Exporter, Importer, ImportResult, Snapshot, read_delta
 from .models import CrossInstanceSession
-from .sync_follower import MAX_BACKOFF, StreamFollower
+from .sync_follower import StreamFollower
 from .sync_links import StatusBoard, SyncLink, read_sync_links
 
 log = logging.getLogger("huddle.migration.sync")
@@ -55,9 +53,9 @@ class CrossInstanceSync:
         self._targets: dict[str, tuple[RedisClient, Importer]] = {}
         self._links: dict[tuple[str, str], SyncLink] = {}
         self.board = StatusBoard(source, source_keys, owner, config.sync_status_ttl)
-        self.follower: StreamFollower | None = None
-        if not is_cluster(source):
-            self.follower = StreamFollower(source, source_keys, owner, self._block_ms(), self._sync)
+        self.follower = StreamFollower(
+            source, source_keys, owner, self._block_ms(), self._sync, cluster=is_cluster(source)
+        )
         self._closed = False
 
     def _block_ms(self) -> int:
@@ -100,10 +98,7 @@ class CrossInstanceSync:
         await self.board.flush()  # visible to other processes as soon as setup returns
         name = f"huddle-sync-{session_id}-{instance}"
         if mode == "real-time":
-            if self.follower is not None:
-                await self.follower.add(link)
-            else:
-                link.runner = asyncio.create_task(self._follow(link), name=name)
+            await self.follower.add(link)
         elif mode == "periodic":
             link.runner = asyncio.create_task(self._periodic(link), name=name)
         return link.view(self.owner)
@@ -188,26 +183,6 @@ class CrossInstanceSync:
         link.position = _position(snap, None, None)
         return snap.events
 
-    async def _follow(self, link: SyncLink) -> None:
-        """real-time on a cluster (no multi-slot XREAD): block on this link's stream, sync when events arrive."""
-        stream = self.source_keys.session(link.session_id).events
-        backoff = 0.05
-        while True:
-            try:
-                await self.source.xread(
-                    {stream: f"0-{link.last_synced_seq}"}, count=1, block=self._block_ms()
-                )
-                await self._sync(link)
-                backoff = 0.05
-            except SyncSourceGoneError:
-                return
-            except (HuddleError, RedisError, OSError) as exc:
-                link.status, link.last_error = "retrying", str(exc)
-                self.board.touch(link)
-                log.warning("sync of %s to %s failed (%s); retrying", link.session_id, link.instance, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
-
     async def _periodic(self, link: SyncLink) -> None:
         """periodic: sync every ``sync_interval`` seconds."""
         while True:
@@ -241,8 +216,7 @@ class CrossInstanceSync:
         keys = [key for key in self._links if key[0] == session_id and instance in (None, key[1])]
         links = [self._links.pop(key) for key in keys]
         for link in links:
-            if self.follower is not None:
-                await self.follower.remove(link)
+            await self.follower.remove(link)
         await _cancel(*(link.runner for link in links))
         for link in links:
             link.runner = None
@@ -255,8 +229,7 @@ class CrossInstanceSync:
         if self._closed:
             return
         self._closed = True
-        if self.follower is not None:
-            await self.follower.close()
+        await self.follower.close()
         await _cancel(*(link.runner for link in self._links.values()))
         for link in self._links.values():
             link.runner = None

@@ -8,12 +8,17 @@ that arrives during a sync makes that link sync again as soon as it is done. A l
 sync failed is left out of the read until its backoff has passed. New links wake the reader through a small
 stream of this process (``KeySpace.sync_wake``), so they are followed at once rather than after the block.
 
-A Redis Cluster refuses multi-key XREAD across slots; there, ``CrossInstanceSync`` runs one reader per link.
+A Redis Cluster refuses multi-key XREAD across slots, and one blocked reader per link would hold one pooled
+connection each. There the reader polls instead: one pipeline of non-blocking single-stream XREADs (the cluster
+client splits it per node and sends the parts in parallel), repeated at once while events keep coming and, when
+nothing was new, after an idle pause that doubles from ``POLL_MIN`` to ``POLL_MAX`` (new links reset it). Lag
+after a quiet spell is at most ``POLL_MAX``; an idle process costs one round per node every ``POLL_MAX``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -30,6 +35,9 @@ log = logging.getLogger("huddle.migration.sync")
 
 MAX_BACKOFF = 2.0
 WAKE_TTL_MS = 60_000
+POLL_MIN = 0.005
+POLL_MAX = 0.25
+CLUSTER_STOP_TIMEOUT = 10.0
 
 
 class StreamFollower:
@@ -43,8 +51,14 @@ class StreamFollower:
         block_ms: int,
         sync: Callable[[SyncLink], Awaitable[int]],
         concurrency: int = 32,
+        *,
+        cluster: bool = False,
     ) -> None:
         self.client = client
+        self.cluster = cluster
+        self._poke = asyncio.Event()  # cluster: a new link (or close) ends the idle pause
+        self._stopping = False
+        self._pause = POLL_MIN
         self.keys = keys
         self.block_ms = block_ms
         self._sync = sync
@@ -67,6 +81,10 @@ class StreamFollower:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="huddle-sync-follower")
             return
+        if self.cluster:
+            self._pause = POLL_MIN
+            self._poke.set()
+            return
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.xadd(self._wake_key, {"w": "1"}, maxlen=8, approximate=False)
@@ -80,15 +98,28 @@ class StreamFollower:
         self._drop(link)
         task = self._busy.pop(link, None)
         if task is not None:
+            if self.cluster and not task.done():  # let it end rather than cancel it in a pipeline (see close)
+                await asyncio.wait([task], timeout=CLUSTER_STOP_TIMEOUT)
             await _cancel([task])
         if not self._streams:
             await self.close()
 
     async def close(self) -> None:
-        """Stop the reader and every sync in flight (idempotent)."""
+        """Stop the reader and every sync in flight (idempotent).
+
+        On a cluster the reader and the syncs are asked to finish rather than cancelled at once: a cancel that
+        lands inside redis-py's cluster pipeline can leave the task waiting forever (seen as a hang in close).
+        Every step they take is bounded (non-blocking reads, socket timeouts), so they end promptly."""
         task, self._task = self._task, None
+        if self.cluster:
+            self._stopping = True
+            self._poke.set()
+            running = [item for item in (task, *self._busy.values()) if item is not None and not item.done()]
+            if running:
+                await asyncio.wait(running, timeout=CLUSTER_STOP_TIMEOUT)
         await _cancel([task, *self._busy.values()])
         self._busy.clear()
+        self._stopping = False
 
     def _request(self, now: float) -> tuple[dict[str, str], int]:
         """The streams to read (from the lowest position of their ready links) and the block time."""
@@ -108,12 +139,13 @@ class StreamFollower:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         backoff = 0.05
-        while self._streams:
+        while self._streams and not self._stopping:
             now = loop.time()
             streams, block = self._request(now)
             try:
                 self.reads += 1
-                reply = await self.client.xread(streams, count=1, block=block)
+                reply = await (self._poll(streams, block) if self.cluster else
+                               self.client.xread(streams, count=1, block=block))  # fmt: skip
             except (RedisError, OSError) as exc:
                 log.warning("real-time sync reader failed (%s); retrying", exc)
                 await asyncio.sleep(backoff)
@@ -136,9 +168,32 @@ class StreamFollower:
                         self._busy[link] = task
                         task.add_done_callback(lambda _, link=link: self._busy.pop(link, None))  # type: ignore[misc]
 
+    async def _poll(self, streams: dict[str, str], block: int) -> list[tuple[str, list[Any]]]:
+        """Cluster: every stream read without blocking in one pipeline; if none had news, pause (see above)."""
+        found: list[tuple[str, list[Any]]] = []
+        wanted = [(stream, position) for stream, position in streams.items() if stream != self._wake_key]
+        if wanted:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for stream, position in wanted:
+                    pipe.xread({stream: position}, count=1)
+                replies = await pipe.execute()
+            found = [pair for reply in replies for pair in _pairs(reply) if pair[1]]
+        if found:
+            self._pause = POLL_MIN
+            return found
+        self._poke.clear()
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that races the event, and
+        # this task would poll on after close() (seen as a hang in close).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(self._pause, block / 1000)):
+                await self._poke.wait()
+        self._pause = min(self._pause * 2, POLL_MAX)
+        return found
+
     async def _one(self, link: SyncLink, loop: asyncio.AbstractEventLoop) -> None:
         """Sync the link until it has what the reader has seen (or a sync fails: then back off)."""
-        while True:
+        stream = self.keys.session(link.session_id).events
+        while not self._stopping and link in self._streams.get(stream, ()):
             async with self._gate:
                 try:
                     await self._sync(link)

@@ -194,8 +194,10 @@ class StatusBoard:
         loop = asyncio.get_running_loop()
         next_beat = loop.time() + self.heartbeat
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that races the event.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(next_beat - loop.time(), 0))
+                async with asyncio.timeout(max(next_beat - loop.time(), 0)):
+                    await self._wake.wait()
             self._wake.clear()
             if loop.time() >= next_beat:
                 self._dirty.clear()

@@ -242,8 +242,10 @@ class Recorder:
 
     async def _pause(self) -> None:
         if self.config.poll_ms:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that races the event.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.config.poll_ms / 1000)
+                async with asyncio.timeout(self.config.poll_ms / 1000):
+                    await self._stop.wait()
 
     async def _renew_hold(self, force: bool = False) -> None:
         """Move the hold up to the first event not stored yet (after each flush) and renew its lease."""
