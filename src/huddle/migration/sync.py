@@ -3,7 +3,7 @@
 The source's event stream is the truth. A sync reads the target's last seq, then the source's changes after
 it (one MULTI), and applies them with import_session.lua in delta mode, which skips events the target already
 has: applying twice, or after a reconnect, never duplicates. ``real-time`` follows the source stream (XREAD
-BLOCK; one reader for all links of the process on a standalone source, see ``sync_follower``) and syncs as
+BLOCK, or polling on a cluster; one reader for all links of the process, see ``sync_follower``) and syncs as
 soon as events arrive; ``periodic`` syncs every ``sync_interval``; ``manual`` only when ``sync_session`` is
 called. A target that lost the session, or fell behind the source's trimming, gets a full copy instead.
 
