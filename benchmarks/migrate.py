@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import time
 from statistics import median
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -52,6 +53,11 @@ async def raw_copy(source_url: str, target_url: str, batch_keys: int) -> tuple[f
     """Pipelined DUMP/PTTL -> RESTORE REPLACE of every key of the namespace; returns (seconds, keys)."""
     source = aioredis.Redis.from_url(source_url, decode_responses=False)
     target = aioredis.Redis.from_url(target_url, decode_responses=False)
+    return await copy_keys(source, target, batch_keys)
+
+
+async def copy_keys(source: Any, target: Any, batch_keys: int) -> tuple[float, int]:
+    """The raw copy between two binary-safe clients (standalone or cluster), which it closes."""
     started = time.perf_counter()
     copied = 0
     try:

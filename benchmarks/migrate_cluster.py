@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
+from migrate import copy_keys
 from redis.asyncio.cluster import RedisCluster
 
 from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
@@ -58,36 +59,7 @@ async def raw_copy(source_url: str, source_cluster: bool, target_url: str, targe
                    batch_keys: int) -> tuple[float, int]:  # fmt: skip
     """Pipelined DUMP/PTTL -> RESTORE REPLACE of every session key of the namespace; returns (seconds, keys)."""
     source, target = raw_client(source_url, source_cluster), raw_client(target_url, target_cluster)
-    started = time.perf_counter()
-    copied = 0
-    try:
-        keys: list[bytes] = []
-
-        async def flush() -> None:
-            nonlocal copied
-            async with source.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.dump(key).pttl(key)
-                replies = await pipe.execute()
-            async with target.pipeline(transaction=False) as pipe:
-                for i, key in enumerate(keys):
-                    payload, pttl = replies[2 * i], replies[2 * i + 1]
-                    if payload is not None:
-                        pipe.restore(key, max(int(pttl), 0), payload, replace=True)
-                        copied += 1
-                await pipe.execute()
-            keys.clear()
-
-        async for key in source.scan_iter(match=f"{NAMESPACE}:{{*}}:*", count=batch_keys):
-            keys.append(key)
-            if len(keys) >= batch_keys:
-                await flush()
-        if keys:
-            await flush()
-    finally:
-        await source.aclose()
-        await target.aclose()
-    return time.perf_counter() - started, copied
+    return await copy_keys(source, target, batch_keys)
 
 
 async def huddle_copy(
