@@ -17,35 +17,14 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
-from migrate import copy_keys
+from migrate import copy_keys, populate
 from redis.asyncio.cluster import RedisCluster
 
-from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
+from huddle import EmbeddedRedis
 from huddle.migration import MigrationConfig, SessionMigration
 from huddle.topology import EmbeddedCluster
 
 NAMESPACE = "bench"
-
-
-async def populate(url: str, sessions: int, events: int) -> int:
-    """Create the sessions through SessionManager (real scripts); returns the number of stored events."""
-    config = SessionManagerConfig(redis_url=url, namespace=NAMESPACE, max_events_per_session=max(events * 2, 10),
-                                  checkpoint_interval=1000)  # fmt: skip
-    async with SessionManager(config) as manager:
-
-        async def one(i: int) -> int:
-            sid = await manager.create_session("alice", session_id=f"s{i}", metadata={"i": i})
-            await manager.join_session(sid, "bob")
-            for j in range(events - 2):
-                await manager.emit_event(
-                    sid, {"type": "modified", "data": {"j": j, "note": "x" * 40}}, "alice"
-                )
-            return len(await manager.get_events(sid))
-
-        total = 0
-        for start in range(0, sessions, 200):
-            total += sum(await asyncio.gather(*(one(i) for i in range(start, min(start + 200, sessions)))))
-    return total
 
 
 def raw_client(url: str, cluster: bool) -> Any:
