@@ -23,10 +23,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
-from huddle.connection import detect_cluster, resolve_target
+from huddle.backend.connection import detect_cluster, resolve_target
+from huddle.backend.topology import EmbeddedCluster
 from huddle.errors import RedisUnavailableError
 from huddle.health import HealthConfig, SessionHealthCheck
-from huddle.topology import EmbeddedCluster
 
 
 async def _silent_server() -> tuple[asyncio.Server, str]:

@@ -31,8 +31,8 @@ from typing import Any
 
 import huddle
 from huddle import EmbeddedRedis, SessionEvent, SessionManager, SessionManagerConfig
-from huddle.connection import RedisClient, create_client
-from huddle.keys import SessionKeys
+from huddle.backend.connection import RedisClient, create_client
+from huddle.core.keys import SessionKeys
 
 TARGET_SEQUENTIAL = 0.75
 TARGET_CONCURRENT = 0.6

@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 
 from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
-from huddle.embedded import free_port
+from huddle.backend.embedded import free_port
 from huddle.health import HealthConfig, PerformanceMonitor, SessionHealthCheck
 from huddle.health.histogram import LatencyHistogram
 

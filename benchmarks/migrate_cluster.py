@@ -21,8 +21,8 @@ from migrate import copy_keys, populate
 from redis.asyncio.cluster import RedisCluster
 
 from huddle import EmbeddedRedis
+from huddle.backend.topology import EmbeddedCluster
 from huddle.migration import MigrationConfig, SessionMigration
-from huddle.topology import EmbeddedCluster
 
 NAMESPACE = "bench"
 

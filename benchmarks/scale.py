@@ -25,10 +25,10 @@ import uuid
 from typing import Any
 
 from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
-from huddle.connection import create_client
-from huddle.keys import KeySpace
-from huddle.scripts import script_source
-from huddle.topology import EmbeddedCluster
+from huddle.backend.connection import create_client
+from huddle.backend.topology import EmbeddedCluster
+from huddle.core.keys import KeySpace
+from huddle.core.scripts import script_source
 
 EVENT: dict[str, Any] = {
     "type": "modified",

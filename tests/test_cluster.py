@@ -11,11 +11,11 @@ import pytest
 import redis
 
 from huddle import EmbeddedRedis, MigrationConfig, SessionManager, SessionManagerConfig, SessionMigration
-from huddle.connection import is_cluster, topology
+from huddle.backend.connection import is_cluster, topology
+from huddle.backend.topology import EmbeddedCluster, binary_version
+from huddle.core.keys import KeySpace
+from huddle.core.subscription import session_notices
 from huddle.errors import ConfigError
-from huddle.keys import KeySpace
-from huddle.subscription import session_notices
-from huddle.topology import EmbeddedCluster, binary_version
 
 pytestmark = pytest.mark.cluster
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from huddle import SessionManager, SessionManagerConfig
+from huddle.backend.topology import EmbeddedCluster
 from huddle.errors import RedisUnavailableError
-from huddle.topology import EmbeddedCluster
 
 pytestmark = pytest.mark.cluster
 

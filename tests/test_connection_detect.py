@@ -11,10 +11,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
-from huddle.autodetect import AutoClient
-from huddle.connection import create_client, is_cluster, ready, topology
+from huddle.backend.autodetect import AutoClient
+from huddle.backend.connection import create_client, is_cluster, ready, topology
+from huddle.backend.topology import EmbeddedCluster
 from huddle.errors import RedisUnavailableError
-from huddle.topology import EmbeddedCluster
 
 
 class SilentServer:

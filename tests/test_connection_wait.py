@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from huddle import SessionManager, SessionManagerConfig
+from huddle.backend.topology import EmbeddedCluster
 from huddle.errors import ReplicationNotConfirmedError
-from huddle.topology import EmbeddedCluster
 
 pytestmark = pytest.mark.cluster
 

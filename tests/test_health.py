@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
-from huddle.connection import create_client
+from huddle.backend.connection import create_client
 from huddle.errors import ShuttingDownError
 from huddle.health import Alert, HealthConfig, SessionHealthCheck, Threshold
 
@@ -382,7 +382,7 @@ async def test_migration_sync_lag_is_measured_from_a_real_session_migration(
 async def test_a_least_privilege_acl_user_gets_a_healthy_report(
     health: SessionHealthCheck, own_redis: EmbeddedRedis
 ) -> None:
-    from huddle.acl import create_acl_user
+    from huddle.backend.acl import create_acl_user
 
     admin = create_client(SessionManagerConfig(redis_url=own_redis.url))
     await create_acl_user(admin, "huddle-health", "acl-pass-1234", "acl")

@@ -10,8 +10,8 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from huddle import SessionManager, SessionManagerConfig
+from huddle.backend.topology import EmbeddedCluster, binary_version
 from huddle.health import HealthConfig, SessionHealthCheck
-from huddle.topology import EmbeddedCluster, binary_version
 
 pytestmark = pytest.mark.cluster
 

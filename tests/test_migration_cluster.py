@@ -16,11 +16,11 @@ import redis
 from migration_support import raw_session, same_session
 
 from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
+from huddle.backend.topology import EmbeddedCluster
+from huddle.core.keys import KeySpace
 from huddle.errors import MigrationTaskBusyError
-from huddle.keys import KeySpace
 from huddle.migration import MigrationConfig, MigrationTask, SessionMigration
 from huddle.migration.sources import Batch, full_batches
-from huddle.topology import EmbeddedCluster
 
 pytestmark = pytest.mark.cluster
 

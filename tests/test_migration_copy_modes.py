@@ -13,9 +13,9 @@ import redis.asyncio as aioredis
 from migration_support import make_migration, raw_session, same_session, source, target_server
 
 from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
-from huddle.acl import create_acl_user
-from huddle.connection import create_client
-from huddle.keys import KeySpace
+from huddle.backend.acl import create_acl_user
+from huddle.backend.connection import create_client
+from huddle.core.keys import KeySpace
 from huddle.migration import MigrationConfig, SessionMigration
 from huddle.migration.validation import Digester
 
@@ -173,7 +173,7 @@ async def test_a_least_privilege_target_user_without_restore_gets_logical_copies
     twin_server: EmbeddedRedis,
     namespace: str,
 ) -> None:
-    # The huddle ACL user (huddle.acl) excludes @dangerous, RESTORE included: the import script's first
+    # The huddle ACL user (huddle.backend.acl) excludes @dangerous, RESTORE included: the import script's first
     # RESTORE is refused with NOPERM, nothing changes, and the task copies those sessions logically.
     sids = [await rich_session(source, events=10) for _ in range(3)]
     admin = aioredis.Redis.from_url(twin_server.url)

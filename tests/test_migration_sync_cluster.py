@@ -8,8 +8,8 @@ import pytest
 from test_migration_sync import until
 
 from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
+from huddle.backend.topology import EmbeddedCluster
 from huddle.migration import MigrationConfig, SessionMigration
-from huddle.topology import EmbeddedCluster
 
 pytestmark = pytest.mark.cluster
 

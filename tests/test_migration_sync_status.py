@@ -15,8 +15,8 @@ from migration_support import make_migration, source, target, target_server
 from test_migration_sync import synced, until
 
 from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
+from huddle.core.keys import KeySpace
 from huddle.errors import InvalidIdentifierError
-from huddle.keys import KeySpace
 from huddle.migration import SessionMigration
 
 __all__ = ["make_migration", "source", "target", "target_server"]

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from huddle import SessionEvent
-from huddle.store import parse_event
+from huddle.core.store import parse_event
 
 names = st.from_regex(r"[A-Za-z0-9_.:\-]{1,64}", fullmatch=True)
 text = st.text(max_size=50)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from huddle import ReplayConfig, ReplayOptions, SessionManager, SessionManagerConfig, SessionReplay
-from huddle.topology import EmbeddedCluster
+from huddle.backend.topology import EmbeddedCluster
 
 pytestmark = pytest.mark.cluster
 

@@ -15,7 +15,7 @@ from huddle import (
     SessionManager,
     SessionReplay,
 )
-from huddle.connection import create_client
+from huddle.backend.connection import create_client
 
 BLOCK = 10  # frames per stored block in these tests
 

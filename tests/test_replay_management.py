@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from huddle import ReplayConfig, ReplayError, SessionManager, SessionReplay
-from huddle.connection import create_client
+from huddle.backend.connection import create_client
 
 
 async def record(manager: SessionManager, replay: SessionReplay, events: int = 5) -> str:

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from huddle import SessionManager, SessionManagerConfig
-from huddle.connection import topology
+from huddle.backend.connection import topology
+from huddle.backend.sentinel_topology import EmbeddedSentinel
 from huddle.errors import RedisUnavailableError, ReplicationNotConfirmedError
-from huddle.sentinel_topology import EmbeddedSentinel
 
 pytestmark = pytest.mark.sentinel
 

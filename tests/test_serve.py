@@ -20,7 +20,7 @@ import redis as redis_py
 from prometheus_client.parser import text_string_to_metric_families
 
 from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
-from huddle.embedded import free_port
+from huddle.backend.embedded import free_port
 
 HEALTH_PATHS = ["/health", "/health/detailed", "/health/components", "/health/redis", "/health/sessions"]
 TOKEN = "serve-test-token-1234"

@@ -13,10 +13,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
-from huddle.acl import acl_rules, create_acl_user
-from huddle.embedded import find_redis_server
+from huddle.backend.acl import acl_rules, create_acl_user
+from huddle.backend.embedded import find_redis_server
+from huddle.backend.topology import EmbeddedTlsRedis, TlsFiles, make_tls_files, tls_supported
 from huddle.errors import ConfigError, InvalidIdentifierError, RedisPermissionError, RedisUnavailableError
-from huddle.topology import EmbeddedTlsRedis, TlsFiles, make_tls_files, tls_supported
 
 pytestmark = pytest.mark.tls
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from huddle import ConfigError, EmbeddedRedis, SessionConfigValidator, SessionManager, SessionManagerConfig
-from huddle.embedded import free_port
+from huddle.backend.embedded import free_port
 
 MakeConfig = Callable[..., SessionManagerConfig]
 MakeManager = Callable[..., Awaitable[SessionManager]]

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from huddle import EmbeddedRedis, SessionConfigValidator, SessionManager, SessionManagerConfig
-from huddle.topology import EmbeddedTlsRedis, make_tls_files, tls_supported
+from huddle.backend.topology import EmbeddedTlsRedis, make_tls_files, tls_supported
 
 PASSWORD = "correct-horse"
 DOCUMENTED_ACL = [

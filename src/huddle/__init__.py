@@ -1,7 +1,8 @@
 """Huddle: multi-agent sessions coordinated through Redis."""
 
+from .backend.embedded import EmbeddedRedis
 from .config import RedisSettings, SessionManagerConfig
-from .embedded import EmbeddedRedis
+from .core.manager import SessionManager
 from .errors import (
     CheckpointNotFoundError,
     ConfigError,
@@ -30,7 +31,6 @@ from .errors import (
     StateConflictError,
 )
 from .health import HealthConfig, SessionHealthCheck
-from .manager import SessionManager
 from .migration import MigrationConfig, SessionMigration
 from .models import (
     AgentInfo,

@@ -8,8 +8,8 @@ from contextlib import asynccontextmanager
 
 from rich.console import Console
 
+from ..backend.embedded import EmbeddedRedis
 from ..config import SessionManagerConfig
-from ..embedded import EmbeddedRedis
 
 console = Console()
 err_console = Console(stderr=True)

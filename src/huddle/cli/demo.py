@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ..config import SessionManagerConfig
-from ..manager import SessionManager
+from ..core.manager import SessionManager
 from ..models import Event
 from .common import console, redis_config
 
@@ -147,7 +147,7 @@ def demo_command(
 
 async def run_cluster_demo() -> None:
     """The demo on a local 3-master cluster, then where a few more sessions landed (per master)."""
-    from ..topology import EmbeddedCluster
+    from ..backend.topology import EmbeddedCluster
 
     with console.status("starting a local Redis Cluster (3 masters + 3 replicas)..."):
         local = await asyncio.to_thread(EmbeddedCluster(masters=3, replicas=1).start)

@@ -18,8 +18,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..core.manager import SessionManager
 from ..errors import InvalidReplayOptionsError
-from ..manager import SessionManager
 from ..replay import ReplayFrame, ReplayInfo, ReplayOptions, SessionReplay
 from .common import console, redis_config
 

@@ -12,9 +12,9 @@ import typer
 import uvicorn
 from rich.markup import escape
 
+from ..core.manager import SessionManager
 from ..errors import RedisUnavailableError
 from ..health import Alert, HealthConfig, SessionHealthCheck
-from ..manager import SessionManager
 from .common import err_console, redis_config
 
 log = logging.getLogger("huddle.serve")

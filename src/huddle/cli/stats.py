@@ -7,7 +7,7 @@ import asyncio
 import typer
 from rich.table import Table
 
-from ..manager import SessionManager
+from ..core.manager import SessionManager
 from ..models import Distribution, SessionStats
 from .common import console, redis_config
 

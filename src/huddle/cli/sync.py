@@ -13,10 +13,10 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
+from ..backend.connection import create_client
 from ..config import RedisSettings
-from ..connection import create_client
+from ..core.keys import KeySpace
 from ..errors import InvalidMigrationRequestError
-from ..keys import KeySpace
 from ..migration import CrossInstanceSession, MigrationConfig, SessionMigration, read_sync_links
 from .common import console, err_console
 

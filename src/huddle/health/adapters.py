@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..store import SessionStore
+from ..core.store import SessionStore
 
 Snapshot = Callable[[], Awaitable[dict[str, Any]]]
 ACTIVE_TASK = ("pending", "running", "cancelling")

@@ -6,7 +6,7 @@ import hmac
 import json
 import os
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 from starlette.applications import Starlette
@@ -14,13 +14,29 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .checks import UNREACHABLE
+from ..models import SessionStats
+from .checkset import UNREACHABLE
 from .config import HealthConfig
+from .process import ProcessMonitor
 from .prometheus import CONTENT_TYPE
-from .report import HealthCheckEndpoint, HealthReport, http_status, ietf_status
+from .redact import Redactor
+from .report import HealthCheckEndpoint, HealthReport, MetricsReport, Readiness, http_status, ietf_status
 
-if TYPE_CHECKING:
-    from .service import SessionHealthCheck
+
+class HealthSource(Protocol):
+    """What the endpoints read (a ``SessionHealthCheck``)."""
+
+    config: HealthConfig
+    process: ProcessMonitor
+    redact: Redactor
+
+    async def get_health_status(self, *, refresh: bool = False) -> HealthReport: ...
+    def metrics(self) -> MetricsReport: ...
+    def prometheus(self) -> bytes: ...
+    async def session_stats(self) -> SessionStats | None: ...
+    async def check_readiness(self) -> Readiness: ...
+    def to_json(self, value: Any) -> str: ...
+
 
 HEALTH_JSON = "application/health+json"
 JSON = "application/json"
@@ -65,7 +81,7 @@ def dump(value: Any) -> str:
     return json.dumps(value, default=str, separators=(",", ":"))
 
 
-def build_app(health: SessionHealthCheck) -> Starlette:
+def build_app(health: HealthSource) -> Starlette:
     """The ASGI app serving ``health``'s endpoints."""
     token = health.config.auth_token.get_secret_value().encode() if health.config.auth_token else None
 

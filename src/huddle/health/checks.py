@@ -3,105 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 import uuid
-from collections.abc import Mapping
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
-from ..connection import RedisClient, is_cluster, ready, server_version
-from ..errors import HuddleError
-from ..store import REDIS_DOWN, SessionStore
+from ..backend.connection import RedisClient, is_cluster, ready, server_version
+from ..core.store import SessionStore
 from .adapters import MissingHealthApi, snapshot_for
+from .checkset import UNREACHABLE, CheckSet, ComponentCheck, camel, persistence, text_of
+from .cluster_check import ClusterRedisCheck
+from .cluster_pubsub import ShardedPubSubCheck
 from .config import HealthConfig
-from .report import Check, ComponentHealth, Level, ietf_status, worst
-
-UNREACHABLE = (HuddleError, RedisError, *REDIS_DOWN)
-BATCH = 500
-_CAMEL = re.compile(r"_([a-z0-9])")
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def camel(name: str) -> str:
-    """``sync_lag_seconds`` -> ``syncLagSeconds``."""
-    return _CAMEL.sub(lambda m: m.group(1).upper(), name)
-
-
-class CheckSet:
-    """Builds one component's checks, applying the configured threshold of each figure."""
-
-    def __init__(self, component: str, component_type: str, config: HealthConfig) -> None:
-        self.name = component
-        self.component_type = component_type
-        self.config = config
-        self.time = datetime.now(UTC)
-        self.checks: dict[str, Check] = {}
-
-    def add(
-        self,
-        measurement: str,
-        value: float | int | str | bool | None,
-        unit: str | None = None,
-        *,
-        level: Level = "healthy",
-        output: str | None = None,
-        judge: bool = True,
-    ) -> Check:
-        """Record a figure; its level is the worse of ``level`` and what its threshold says (if ``judge``)."""
-        key = f"{self.name}:{measurement}"
-        threshold = self.config.threshold(key) if judge else None
-        if threshold is not None and isinstance(value, int | float) and not isinstance(value, bool):
-            reached = threshold.level_of(float(value))
-            if reached != "healthy":
-                limit = threshold.limit_for(reached)
-                side = ">=" if threshold.direction == "above" else "<="
-                note = f"{value:g}{' ' + unit if unit else ''} {side} {reached} threshold {limit:g}"
-                output = f"{output}; {note}" if output else note
-                level = worst([level, reached])
-        check = Check(
-            component_id=self.name,
-            component_type=self.component_type,
-            observed_value=value,
-            observed_unit=unit,
-            status=ietf_status(level),
-            level=level,
-            time=self.time,
-            output=output,
-        )
-        self.checks[key] = check
-        return check
-
-    def component(
-        self, *, details: dict[str, Any] | None = None, output: str | None = None
-    ) -> ComponentHealth:
-        """The component, as bad as its worst check."""
-        level = worst([check.level for check in self.checks.values()])
-        problems = [
-            check.output for check in self.checks.values() if check.level != "healthy" and check.output
-        ]
-        return ComponentHealth(
-            name=self.name,
-            level=level,
-            output=output or ("; ".join(problems) if problems else None),
-            checks=self.checks,
-            details=details or {},
-        )
-
-
-class ComponentCheck(Protocol):
-    """A component that can be checked."""
-
-    name: str
-
-    async def run(self) -> ComponentHealth:
-        """Measure the component now."""
-        ...
+from .report import ComponentHealth
 
 
 class RedisCheck:
@@ -124,7 +39,7 @@ class RedisCheck:
             reply = await self.client.config_get("save")
         except ResponseError:
             return None
-        values = {_text(k): _text(v) for k, v in dict(reply).items()}
+        values = {text_of(k): text_of(v) for k, v in dict(reply).items()}
         return values.get("save")
 
     async def run(self) -> ComponentHealth:
@@ -133,25 +48,23 @@ class RedisCheck:
             client = await ready(self.client)  # an auto-detecting client asks the server first (awaited)
             if is_cluster(client):
                 if self._cluster is None:
-                    from .cluster_check import ClusterRedisCheck
-
                     self._cluster = ClusterRedisCheck(client, self.config)
                 return await self._cluster.run()
             started = time.perf_counter()
             await self.client.ping()
             rtt_ms = (time.perf_counter() - started) * 1000
-            info = {_text(k): v for k, v in (await self.client.info()).items()}
+            info = {text_of(k): v for k, v in (await self.client.info()).items()}
             save = await self._save_setting()
         except UNREACHABLE as exc:
             checks.add("connection", False, level="down", output=f"unreachable: {exc}")
             return checks.component(details={"reachable": False})
         checks.add("connection", True)
         checks.add("responseTime", round(rtt_ms, 3), "ms")
-        role = _text(info.get("role", "unknown"))
+        role = text_of(info.get("role", "unknown"))
         if role == "master":
             checks.add("role", role)
         else:
-            link = _text(info.get("master_link_status", "unknown"))
+            link = text_of(info.get("master_link_status", "unknown"))
             checks.add(
                 "role", role, level="critical", output=f"connected to a {role} (link {link}): writes fail"
             )
@@ -174,46 +87,23 @@ class RedisCheck:
         checks.add("evictedKeys", recent, "keys", output=f"{evicted} evicted since the server started")
         checks.add("connectedClients", int(info.get("connected_clients", 0)), "clients")
         checks.add("blockedClients", int(info.get("blocked_clients", 0)), "clients")
-        persistence = self._persistence(info, save, checks)
+        persisted = persistence(info, save, checks)
         details = {
             "reachable": True,
-            "version": _text(info.get("redis_version", "")),
-            "mode": _text(info.get("redis_mode", "")),
+            "version": text_of(info.get("redis_version", "")),
+            "mode": text_of(info.get("redis_mode", "")),
             "role": role,
             "uptime_seconds": int(info.get("uptime_in_seconds", 0)),
             "used_memory_bytes": used,
             "maxmemory_bytes": maxmemory,
-            "maxmemory_policy": _text(info.get("maxmemory_policy", "")),
+            "maxmemory_policy": text_of(info.get("maxmemory_policy", "")),
             "evicted_keys_total": evicted,
             "connected_clients": int(info.get("connected_clients", 0)),
             "blocked_clients": int(info.get("blocked_clients", 0)),
             "instantaneous_ops_per_sec": int(info.get("instantaneous_ops_per_sec", 0)),
-            "persistence": persistence,
+            "persistence": persisted,
         }
         return checks.component(details=details)
-
-    @staticmethod
-    def _persistence(info: Mapping[str, Any], save: str | None, checks: CheckSet) -> dict[str, Any]:
-        aof = str(info.get("aof_enabled", 0)) == "1"
-        rdb = None if save is None else bool(save.strip())
-        modes = [name for name, on in (("aof", aof), ("rdb", rdb)) if on]
-        mode = "+".join(modes) if modes else ("none" if rdb is not None else "aof" if aof else "unknown")
-        failures = [
-            f"{field}={_text(info.get(field))}"
-            for field in ("rdb_last_bgsave_status", "aof_last_write_status", "aof_last_bgrewrite_status")
-            if _text(info.get(field, "ok")) != "ok"
-        ]
-        output = "; ".join(failures) if failures else None
-        if mode == "none":
-            output = "persistence is off: a server restart loses every session"
-        checks.add("persistence", mode, level="warning" if failures else "healthy", output=output)
-        return {
-            "mode": mode,
-            "aof_enabled": aof,
-            "rdb_changes_since_last_save": int(info.get("rdb_changes_since_last_save", 0)),
-            "rdb_last_bgsave_status": _text(info.get("rdb_last_bgsave_status", "")),
-            "aof_last_write_status": _text(info.get("aof_last_write_status", "")),
-        }
 
 
 class PubSubCheck:
@@ -231,7 +121,9 @@ class PubSubCheck:
             message = await pubsub.get_message(timeout=max(0.0, deadline - time.perf_counter()))
             if message is None:
                 continue
-            if _text(message.get("type")) == want and (data is None or _text(message.get("data")) == data):
+            if text_of(message.get("type")) == want and (
+                data is None or text_of(message.get("data")) == data
+            ):
                 return True
         return False
 
@@ -240,8 +132,6 @@ class PubSubCheck:
         try:
             client = await ready(self.client)
             if is_cluster(client):  # every primary; sharded pub/sub on 7.0+ (what emit.lua uses there)
-                from .cluster_pubsub import ShardedPubSubCheck
-
                 sharded = await server_version(client) >= (7, 0)
                 return await ShardedPubSubCheck(client, self.channel, self.config, sharded=sharded).run()
         except UNREACHABLE as exc:

@@ -17,8 +17,8 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from ..connection import RedisClient
-from .checks import UNREACHABLE, CheckSet, RedisCheck, _text
+from ..backend.connection import RedisClient
+from .checkset import UNREACHABLE, CheckSet, persistence, text_of
 from .config import HealthConfig
 from .report import ComponentHealth, Level
 
@@ -55,8 +55,8 @@ class NodeFigures:
             return entry
         entry.update(
             response_time_ms=self.rtt_ms,
-            role=_text(info.get("role", "unknown")),
-            version=_text(info.get("redis_version", "")),
+            role=text_of(info.get("role", "unknown")),
+            version=text_of(info.get("redis_version", "")),
             used_memory_bytes=used,
             maxmemory_bytes=maxmemory,
             memory_utilization=round(used / maxmemory, 4) if maxmemory else None,
@@ -118,7 +118,7 @@ def replica_views(up: list[NodeFigures]) -> list[ReplicaView]:
             if key.startswith("slave") and key[5:].isdigit() and isinstance(value, dict):
                 name = f"{value.get('ip')}:{value.get('port')}"
                 view = views.setdefault(name, ReplicaView(name))
-                view.primary, view.state = figures.name, _text(value.get("state"))
+                view.primary, view.state = figures.name, text_of(value.get("state"))
                 view.lag = int(value["lag"]) if "lag" in value else None
     return sorted(views.values(), key=lambda view: view.name)
 
@@ -143,17 +143,17 @@ class ClusterRedisCheck:
         self._evicted: dict[str, int] = {}
 
     async def _ask(self, node: Any, figures: NodeFigures) -> None:
-        figures.info = {_text(k): v for k, v in dict(await node.execute_command("INFO")).items()}
+        figures.info = {text_of(k): v for k, v in dict(await node.execute_command("INFO")).items()}
         started = time.perf_counter()  # timed after INFO: a connection (re)opened for it is not counted
         await node.execute_command("PING")
         figures.rtt_ms = round((time.perf_counter() - started) * 1000, 3)
         if figures.server_type == "primary":
             reply = await node.execute_command("CLUSTER INFO")
-            figures.cluster = {_text(k): _text(v) for k, v in dict(reply).items()}
+            figures.cluster = {text_of(k): text_of(v) for k, v in dict(reply).items()}
             figures.nodes_text = _nodes_text(await node.execute_command("CLUSTER NODES"))
             try:
                 saved = dict(await node.execute_command("CONFIG GET", "save"))
-                figures.save = _text(saved.get("save", "")) if saved else None
+                figures.save = text_of(saved.get("save", "")) if saved else None
             except ResponseError:  # not permitted for this ACL user
                 figures.save = None
         figures.reachable = True
@@ -195,12 +195,12 @@ class ClusterRedisCheck:
             self._cluster_state(checks, up)
             self._figures(checks, up)
             self._replicas(checks, replicas)
-        versions = [_text(f.info.get("redis_version", "")) for f in up]
+        versions = [text_of(f.info.get("redis_version", "")) for f in up]
         details: dict[str, Any] = {
             "reachable": bool(up),
             "mode": "cluster",
             "version": min(versions, key=_version_key) if versions else None,
-            "role": "master" if up and all(_text(f.info.get("role")) == "master" for f in up) else "mixed",
+            "role": "master" if up and all(text_of(f.info.get("role")) == "master" for f in up) else "mixed",
             "primaries": len(primaries),
             "replicas": len(replicas),
             "cluster_state": _state(up),
@@ -243,9 +243,9 @@ class ClusterRedisCheck:
     def _figures(self, checks: CheckSet, up: list[NodeFigures]) -> None:
         slowest = max(up, key=lambda f: f.rtt_ms or 0.0)
         checks.add("responseTime", slowest.rtt_ms, "ms", output=f"slowest primary {slowest.name}")
-        not_master = [f for f in up if _text(f.info.get("role", "unknown")) != "master"]
+        not_master = [f for f in up if text_of(f.info.get("role", "unknown")) != "master"]
         if not_master:
-            named = ", ".join(f"{f.name} is a {_text(f.info.get('role'))}" for f in not_master)
+            named = ", ".join(f"{f.name} is a {text_of(f.info.get('role'))}" for f in not_master)
             checks.add("role", "mixed", level="critical", output=f"{named}: the slot map is stale")
         else:
             checks.add("role", "master")
@@ -282,7 +282,7 @@ class ClusterRedisCheck:
         judged: list[tuple[int, bool, str, str, str | None]] = []
         for f in up:
             scratch = CheckSet("redis", "datastore", checks.config)
-            RedisCheck._persistence(f.info, f.save, scratch)
+            persistence(f.info, f.save, scratch)
             check = scratch.checks["redis:persistence"]
             mode = str(check.observed_value)
             judged.append((order.get(mode, 0), check.level == "healthy", f.name, mode, check.output))
@@ -321,8 +321,8 @@ def _nodes_text(reply: Any) -> str:
     if isinstance(reply, dict):
         lines = []
         for address, node in reply.items():
-            flags = _text(node.get("flags", ""))
-            master = _text(node.get("master_id", "-") or "-")
-            lines.append(f"{_text(node.get('node_id', ''))} {_text(address)} {flags} {master}")
+            flags = text_of(node.get("flags", ""))
+            master = text_of(node.get("master_id", "-") or "-")
+            lines.append(f"{text_of(node.get('node_id', ''))} {text_of(address)} {flags} {master}")
         return "\n".join(lines)
-    return _text(reply)
+    return text_of(reply)

@@ -13,8 +13,8 @@ import time
 import uuid
 from typing import Any
 
-from ..connection import RedisClient
-from .checks import UNREACHABLE, CheckSet, _text
+from ..backend.connection import RedisClient
+from .checkset import UNREACHABLE, CheckSet, text_of
 from .cluster_check import SLOTS
 from .config import HealthConfig
 from .report import ComponentHealth, Level
@@ -58,7 +58,9 @@ class ShardedPubSubCheck:
                 message = await pubsub.get_message(timeout=min(left, 0.25))
             if message is None:
                 continue
-            if _text(message.get("type")) == want and (data is None or _text(message.get("data")) == data):
+            if text_of(message.get("type")) == want and (
+                data is None or text_of(message.get("data")) == data
+            ):
                 return True
         return False
 

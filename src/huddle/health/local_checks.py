@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .checks import CheckSet
+from .checkset import CheckSet
 from .config import HealthConfig
 from .report import ComponentHealth, PerformanceReport, ProcessReport
 

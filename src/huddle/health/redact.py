@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlsplit
 
 from redis.asyncio.cluster import RedisCluster
 
-from ..autodetect import AutoClient
+from ..backend.autodetect import AutoClient
 
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s\"]*):[^@/\s\"]+@")
 MIN_SECRET = 4

@@ -16,13 +16,9 @@ from prometheus_client import CollectorRegistry
 from ..errors import ShuttingDownError
 from ..models import SessionStats
 from .alerts import AlertCallback, AlertManager
-from .checks import (
-    UNREACHABLE,
-    ComponentCheck,
-    PubSubCheck,
-    RedisCheck,
-    ReportingComponentCheck,
-)
+from .app import build_app, dump, endpoints
+from .checks import PubSubCheck, RedisCheck, ReportingComponentCheck
+from .checkset import UNREACHABLE, ComponentCheck
 from .config import HealthConfig
 from .local_checks import performance_component, process_component
 from .metrics import PerformanceMonitor
@@ -45,9 +41,9 @@ from .sessions_check import SessionsCheck
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
-    from ..connection import RedisClient
-    from ..manager import SessionManager
-    from ..store import SessionStore
+    from ..backend.connection import RedisClient
+    from ..core.manager import SessionManager
+    from ..core.store import SessionStore
 
 log = logging.getLogger("huddle.health")
 
@@ -368,20 +364,14 @@ class SessionHealthCheck:
     # -- HTTP -----------------------------------------------------------------------------------------------
     def get_health_check_endpoints(self) -> list[HealthCheckEndpoint]:
         """The endpoints ``asgi_app()`` serves."""
-        from .app import endpoints
-
         return endpoints(self.config)
 
     def asgi_app(self) -> Starlette:
         """The endpoints as an ASGI app; mount it into your own app or serve it with uvicorn."""
         if self._app is None:
-            from .app import build_app
-
             self._app = build_app(self)
         return self._app
 
     def to_json(self, value: Any) -> str:
         """Serialize a report for a response, with every secret masked."""
-        from .app import dump
-
         return self.redact(dump(value))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..connection import RedisClient, is_cluster
-from ..keys import KeySpace
-from ..store import SessionStore
-from .checks import BATCH, UNREACHABLE, CheckSet, _text
+from ..backend.connection import RedisClient, is_cluster
+from ..core.keys import KeySpace
+from ..core.store import SessionStore
+from .checkset import BATCH, UNREACHABLE, CheckSet, text_of
 from .config import HealthConfig
 from .report import ComponentHealth
 
@@ -100,7 +100,7 @@ class SessionsCheck:
         cursor = 0
         while True:
             cursor, entries = await client.zscan(key, cursor, count=BATCH)
-            sids = [_text(member) for member, _ in entries]
+            sids = [text_of(member) for member, _ in entries]
             figures["entries"] += len(sids)
             if sids:
                 await self._read_batch(client, sids, figures)
@@ -114,11 +114,11 @@ class SessionsCheck:
             metas = await pipe.execute()
         pending: list[tuple[str, int]] = []
         for sid, (status, broken, seq, cps, grace) in zip(sids, metas, strict=True):
-            if status is None or _text(status) != "active":
+            if status is None or text_of(status) != "active":
                 figures["stale"] += 1
                 continue
             figures["active"] += 1
-            figures["in_grace"] += _text(grace or "0") == "1"
+            figures["in_grace"] += text_of(grace or "0") == "1"
             if broken:
                 figures["broken"] += 1
                 figures["oldest_broken_ms"] = _older(figures["oldest_broken_ms"], int(broken))
@@ -133,7 +133,7 @@ class SessionsCheck:
                 replies = await pipe.execute()
             for entries in replies:
                 if entries:
-                    fields = {_text(k): _text(v) for k, v in entries[0][1].items()}
+                    fields = {text_of(k): text_of(v) for k, v in entries[0][1].items()}
                     if fields.get("ts"):
                         figures["oldest_pending_ms"] = _older(figures["oldest_pending_ms"], int(fields["ts"]))
 

@@ -10,11 +10,11 @@ from typing import Any
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
-from ..connection import RedisClient
+from ..backend.connection import RedisClient
+from ..core.keys import KeySpace
+from ..core.scripts import script_source, translate_script_error
+from ..core.store import redis_boundary
 from ..errors import MigrationError
-from ..keys import KeySpace
-from ..scripts import script_source, translate_script_error
-from ..store import redis_boundary
 
 
 def flat(fields: dict[str, str]) -> list[str]:

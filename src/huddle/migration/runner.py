@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ..connection import RedisClient
+from ..backend.connection import RedisClient
+from ..core.keys import KeySpace
 from ..errors import HuddleError, MigrationStateError, SessionNotFoundError
-from ..keys import KeySpace
 from ..models import ms_to_datetime
 from .config import MigrationConfig
 from .copier import Exporter, Importer, ImportResult, RestoreRefusedError, Snapshot

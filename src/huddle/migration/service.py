@@ -12,8 +12,10 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
+from ..backend.connection import RedisClient, create_client
 from ..config import mask_url
-from ..connection import RedisClient, create_client
+from ..core.keys import KeySpace
+from ..core.store import redis_boundary
 from ..errors import (
     InvalidMigrationRequestError,
     MigrationStateError,
@@ -22,8 +24,6 @@ from ..errors import (
     ShuttingDownError,
 )
 from ..ids import check_id
-from ..keys import KeySpace
-from ..store import redis_boundary
 from .config import CONFLICT_POLICIES, MigrationConfig
 from .copier import Exporter, Importer
 from .models import (

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from ..connection import RedisClient, is_cluster
+from ..backend.connection import RedisClient, is_cluster
+from ..core.keys import KeySpace
+from ..core.store import redis_boundary
 from ..errors import RedisUnavailableError
-from ..keys import KeySpace
-from ..store import redis_boundary
 from .tasks import TaskStore
 
 Batch = tuple[list[str], dict[str, Any]]

@@ -16,12 +16,12 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
+from ..backend.connection import RedisClient, create_client, is_cluster
 from ..config import mask_url
-from ..connection import RedisClient, create_client, is_cluster
+from ..core.keys import KeySpace
+from ..core.store import redis_boundary
 from ..errors import HuddleError, InvalidMigrationRequestError, SyncError, SyncSourceGoneError
 from ..ids import check_id
-from ..keys import KeySpace
-from ..store import redis_boundary
 from .config import MigrationConfig
 from .copier import Exporter, Importer, ImportResult, Snapshot, read_delta
 from .models import CrossInstanceSession

@@ -26,9 +26,9 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from ..connection import RedisClient
+from ..backend.connection import RedisClient
+from ..core.keys import KeySpace
 from ..errors import HuddleError, SyncSourceGoneError
-from ..keys import KeySpace
 from .sync_links import SyncLink
 
 log = logging.getLogger("huddle.migration.sync")

@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 
 from redis.exceptions import RedisError
 
-from ..connection import RedisClient, ready
+from ..backend.connection import RedisClient, ready
+from ..core.keys import KeySpace
+from ..core.store import redis_boundary
 from ..errors import HuddleError
-from ..keys import KeySpace
-from ..store import redis_boundary
 from .models import CrossInstanceSession, SyncMode
 
 log = logging.getLogger("huddle.migration.sync")

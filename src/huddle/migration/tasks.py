@@ -10,15 +10,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from importlib import resources
 from typing import Any
 
 from redis.commands.core import AsyncScript
 
-from ..connection import RedisClient
-from ..keys import KeySpace
+from ..backend.connection import RedisClient
+from ..core.keys import KeySpace
+from ..core.scripts import lua_file
+from ..core.store import redis_boundary
 from ..models import ms_to_datetime
-from ..store import redis_boundary
 from .models import (
     ConflictRecord,
     MigrationErrorRecord,
@@ -33,7 +33,7 @@ _PARTS = ("task", "ids", "conflicts", "errors", "written", "lease")
 
 
 def _script(name: str) -> str:
-    return (resources.files("huddle") / "scripts" / f"{name}.lua").read_text()
+    return lua_file(name)
 
 
 def now_ms() -> int:

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from redis.commands.core import AsyncScript
 from redis.crc import key_slot
 
-from ..connection import RedisClient, is_cluster
-from ..keys import KeySpace
-from ..scripts import script_source
-from ..store import redis_boundary
+from ..backend.connection import RedisClient, is_cluster
+from ..core.keys import KeySpace
+from ..core.scripts import script_source
+from ..core.store import redis_boundary
 from .models import SessionDigest, SessionMismatch
 
 _FIELDS = tuple(SessionDigest.model_fields)

@@ -12,8 +12,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 
-from ..connection import RedisClient, server_version
-from ..store import redis_boundary
+from ..backend.connection import RedisClient, server_version
+from ..core.store import redis_boundary
 from .models import ValidationReport
 from .validation import Comparison, Digester, compare, only_on_target
 

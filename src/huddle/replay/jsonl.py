@@ -31,21 +31,20 @@ from .codec import (
 from .playback import BLOCKS_PER_READ, initial_state_of
 
 if TYPE_CHECKING:
-    from .service import SessionReplay
+    from .storage import ReplayStorage
 
 HEADER_FIELDS = ("sid", "status", "reason", "started", "ended", "init", "md", "comp", "delta", "raw", "frames",
                  "segments", "first_seq", "last_seq", "first_at", "last_at", "head")  # fmt: skip
 
 
-async def export_lines(replay: SessionReplay, replay_id: str) -> AsyncIterator[str]:
-    """The recording as JSON Lines (without newlines): header first, then every frame in order."""
-    meta = await replay._meta(replay_id)
+async def export_lines(storage: ReplayStorage, replay_id: str, meta: dict[str, str]) -> AsyncIterator[str]:
+    """The recording (whose stored ``meta`` was read) as JSON Lines without newlines: header, then every frame."""
     header = {"format": FORMAT, "replay_id": replay_id, **{k: meta[k] for k in HEADER_FIELDS if k in meta}}
     yield json.dumps(header, separators=(",", ":"), sort_keys=True)
-    index = await replay.storage.read_index(replay_id)
+    index = await storage.read_index(replay_id)
     block = 0
     while block < len(index):
-        blobs = await replay.storage.read_segments(replay_id, block, block + BLOCKS_PER_READ - 1)
+        blobs = await storage.read_segments(replay_id, block, block + BLOCKS_PER_READ - 1)
         if not blobs:
             break
         for offset, blob in enumerate(blobs):
@@ -67,7 +66,14 @@ def _header(line: str) -> dict[str, Any]:
     return header
 
 
-async def import_lines(replay: SessionReplay, lines: Iterable[str], *, replay_id: str | None = None) -> str:
+async def import_lines(
+    storage: ReplayStorage,
+    lines: Iterable[str],
+    *,
+    compression_level: int,
+    retention_days: float,
+    replay_id: str | None = None,
+) -> str:
     """Import an export (header + frames); returns the replay id. Verifies everything before writing."""
     iterator = iter(line for line in lines if line.strip())
     first = next(iterator, None)
@@ -104,16 +110,14 @@ async def import_lines(replay: SessionReplay, lines: Iterable[str], *, replay_id
         raise ReplayIntegrityError(f"the export says {header['frames']} frames but holds {len(frame_lines)}")
     if frame_lines and cursor.chain.hex() != meta["head"]:
         raise ReplayIntegrityError("the last frame does not match the exported chain head")
-    compressor = (
-        zstandard.ZstdCompressor(level=replay.config.compression_level) if meta.get("comp") == "1" else None
-    )
+    compressor = zstandard.ZstdCompressor(level=compression_level) if meta.get("comp") == "1" else None
     segments = [pack_segment(block, compressor) for block in blocks]
     meta.update(
         status="complete", reason=meta.get("reason") or "imported", frames=str(len(frame_lines)),
         segments=str(len(segments)), stored=str(sum(len(s) for s in segments)), imported=str(int(time.time() * 1000)),
     )  # fmt: skip
     started = int(meta["started"])
-    retention = int(replay.config.retention_days * 86_400_000)
-    if not await replay.storage.import_recording(target, meta, segments, index, started, retention):
+    retention = int(retention_days * 86_400_000)
+    if not await storage.import_recording(target, meta, segments, index, started, retention):
         raise ReplayError(f"replay {target!r} already exists here", replay_id=target)
     return target

@@ -18,15 +18,15 @@ import zstandard
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
+from ..core.scripts import translate_script_error
+from ..core.store import REDIS_DOWN, redis_boundary
 from ..errors import EventsTrimmedError, HuddleError, RedisUnavailableError, SessionNotFoundError
-from ..scripts import translate_script_error
-from ..store import REDIS_DOWN, redis_boundary
 from .codec import HASH_HEX, EncodedFrame, FrameEncoder, apply_event, pack_segment, parse_json
 from .models import RecordedEvent, ReplayConfig, ReplayState
 from .storage import ReplayStorage
 
 if TYPE_CHECKING:
-    from ..manager import SessionManager
+    from ..core.manager import SessionManager
 
 log = logging.getLogger("huddle.replay")
 

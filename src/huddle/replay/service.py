@@ -12,7 +12,8 @@ from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from ..connection import RedisClient, create_client
+from ..backend.connection import RedisClient, create_client
+from ..core.scripts import script_source
 from ..errors import (
     ReplayError,
     ReplayIntegrityError,
@@ -22,7 +23,6 @@ from ..errors import (
 )
 from ..ids import check_id
 from ..models import Event, SessionDocument, ms_to_datetime
-from ..scripts import script_source
 from . import jsonl, playback
 from .codec import canonical_json, genesis_hash, snapshot_of
 from .models import (
@@ -40,7 +40,7 @@ from .recorder import HoldScript, Recorder, RecordingPlan
 from .storage import ReplayStorage
 
 if TYPE_CHECKING:
-    from ..manager import SessionManager
+    from ..core.manager import SessionManager
 
 log = logging.getLogger("huddle.replay")
 
@@ -320,12 +320,23 @@ class SessionReplay:
     def export_replay(self, replay_id: str) -> AsyncIterator[str]:
         """The recording as JSON Lines (header, then one frame a line; no trailing newlines)."""
         self._check_open()
-        return jsonl.export_lines(self, replay_id)
+        return self._export(replay_id)
+
+    async def _export(self, replay_id: str) -> AsyncIterator[str]:
+        meta = await self._meta(replay_id)
+        async for line in jsonl.export_lines(self.storage, replay_id, meta):
+            yield line
 
     async def import_replay(self, lines: Iterable[str], *, replay_id: str | None = None) -> str:
         """Store an exported recording here (keeping its id unless ``replay_id``); verified before writing."""
         self._check_open()
-        return await jsonl.import_lines(self, lines, replay_id=replay_id)
+        return await jsonl.import_lines(
+            self.storage,
+            lines,
+            compression_level=self.config.compression_level,
+            retention_days=self.config.retention_days,
+            replay_id=replay_id,
+        )
 
     # -- management ------------------------------------------------------------------------------------------
     async def get_replay(self, replay_id: str) -> ReplayInfo | None:

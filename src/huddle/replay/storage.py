@@ -12,9 +12,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..connection import RedisClient
-from ..keys import KeySpace
-from ..store import redis_boundary
+from ..backend.connection import RedisClient
+from ..core.keys import KeySpace
+from ..core.store import redis_boundary
 
 PARTS = ("meta", "segments", "segidx")
 

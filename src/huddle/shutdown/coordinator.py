@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from ..connection import RedisClient
+from ..backend.connection import RedisClient
+from ..core.keys import KeySpace
 from ..errors import ShutdownError
-from ..keys import KeySpace
 from . import components
 from .config import ShutdownConfig, ShutdownOptions
 from .models import (
@@ -26,12 +26,13 @@ from .models import (
 from .preserve import CHECKPOINT_REASON, checkpoint_sessions
 from .recovery import RecoveryStore, recovery_document
 from .reporter import Reporter, ShutdownCallback
+from .resume import resume_from
 from .signals import SignalHandlers
 from .state import ShutdownState
 from .steps import BoundedSteps
 
 if TYPE_CHECKING:
-    from ..manager import SessionManager
+    from ..core.manager import SessionManager
 
 log = logging.getLogger("huddle.shutdown")
 
@@ -331,8 +332,6 @@ class SessionGracefulShutdown:
         clear: bool = True,
     ) -> ResumeReport:
         """On the next start: adopt the sessions still alive, resume recordings and tasks, clear the document."""
-        from .resume import resume_from
-
         data = await self.get_recovery_data()
         replay = session_replay if session_replay is not None else self._components.get("replay")
         migration = session_migration if session_migration is not None else self._components.get("migration")

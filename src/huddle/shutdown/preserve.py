@@ -11,7 +11,7 @@ from .reporter import Reporter
 from .state import ShutdownState
 
 if TYPE_CHECKING:
-    from ..manager import SessionManager
+    from ..core.manager import SessionManager
 
 CHECKPOINT_REASON = "shutdown"
 

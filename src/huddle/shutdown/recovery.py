@@ -8,10 +8,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..connection import RedisClient
+from ..backend.connection import RedisClient
+from ..core.keys import KeySpace
+from ..core.store import redis_boundary
 from ..errors import RecoveryDataError
-from ..keys import KeySpace
-from ..store import redis_boundary
 from .models import RECOVERY_VERSION, RecoveryData
 from .state import ShutdownState
 

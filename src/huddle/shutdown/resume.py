@@ -10,7 +10,7 @@ from . import components
 from .models import RecoveryData, ResumeReport
 
 if TYPE_CHECKING:
-    from ..manager import SessionManager
+    from ..core.manager import SessionManager
 
 log = logging.getLogger("huddle.shutdown")
 

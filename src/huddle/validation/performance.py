@@ -7,9 +7,9 @@ import statistics
 
 from redis.exceptions import RedisError
 
+from ..backend.connection import RedisClient
 from ..config import SessionManagerConfig
-from ..connection import RedisClient
-from ..keys import KeySpace
+from ..core.keys import KeySpace
 from .findings import Findings
 from .models import ServerFacts
 

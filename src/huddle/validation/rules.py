@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..backend.connection import uses_tls
 from ..config import SessionManagerConfig
-from ..connection import uses_tls
 from .findings import Findings, Level
 from .models import Environment, ServerFacts
 from .server import LOOPBACK_BINDS, version_tuple

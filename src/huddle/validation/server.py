@@ -11,7 +11,7 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoPermissionError, RedisError, ResponseError
 
-from ..connection import RedisClient, is_cluster, topology
+from ..backend.connection import RedisClient, is_cluster, topology
 from .models import ServerFacts
 
 LOOPBACK_BINDS = {"127.0.0.1", "::1", "-::1", "localhost"}

@@ -10,8 +10,8 @@ from typing import Any
 
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 
+from ..backend.connection import RedisClient, create_client, ready, uses_tls
 from ..config import RedisSettings, SessionManagerConfig
-from ..connection import RedisClient, create_client, ready, uses_tls
 from ..errors import ConfigError, HuddleError
 from . import performance, rules, schema
 from .findings import Findings

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from ..errors import ConfigError
+from ..ids import check_name
 from .connection import RedisClient, is_cluster, server_version
-from .errors import ConfigError
-from .ids import check_name
 
 COMMAND_RULES: tuple[str, ...] = (
     "-@all",

@@ -6,24 +6,41 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.exceptions import RedisError
 
-from .errors import EventsTrimmedError, RedisUnavailableError
-from .models import Event, LifecycleNotice
+from ..errors import EventsTrimmedError, RedisUnavailableError
+from ..models import Event, LifecycleNotice
 
 if TYPE_CHECKING:
-    from .manager import SessionManager
+    from .store import SessionStore
 
-log = logging.getLogger("huddle.subscription")
+log = logging.getLogger("huddle.core.subscription")
 
 BATCH = 200
 MAX_BACKOFF = 2.0
 
 
-async def follow(manager: SessionManager, session_id: str, from_seq: int) -> AsyncIterator[Event]:
+class FeedOwner(Protocol):
+    """What a feed needs from the object that owns it (a ``SessionManager``): its store, and whether it closed."""
+
+    @property
+    def store(self) -> SessionStore: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+
+async def follow(
+    manager: FeedOwner,
+    session_id: str,
+    from_seq: int,
+    *,
+    block_ms: int,
+    missing: Callable[[str], Awaitable[Exception]],
+) -> AsyncIterator[Event]:
     """Yield every event with seq >= from_seq exactly once, in order; see ``SessionManager.subscribe``.
 
     The stream is the source of truth: XREAD BLOCK from the last seq delivered, so nothing written during the
@@ -32,14 +49,13 @@ async def follow(manager: SessionManager, session_id: str, from_seq: int) -> Asy
     store = manager.store
     bounds = await store.first_and_last_seq(session_id)
     if bounds is None:
-        raise await manager._missing(session_id)
+        raise await missing(session_id)
     next_seq = max(from_seq, 1)
     if next_seq < bounds[0]:
         raise EventsTrimmedError(
             f"events {next_seq}..{bounds[0] - 1} of session {session_id!r} were trimmed",
             session_id=session_id, first_available=bounds[0],
         )  # fmt: skip
-    block_ms = min(manager.config.subscribe_block_ms, int(manager.config.socket_timeout * 1000) - 250)
     backoff = 0.05
     while not manager.closed:
         try:
@@ -69,13 +85,13 @@ async def follow(manager: SessionManager, session_id: str, from_seq: int) -> Asy
             yield event
 
 
-async def lifecycle(manager: SessionManager) -> AsyncIterator[LifecycleNotice]:
+async def lifecycle(manager: FeedOwner) -> AsyncIterator[LifecycleNotice]:
     """Yield lifecycle notices from the global channel until the manager closes; reconnects by itself."""
     backoff = 0.05
     while not manager.closed:
-        pubsub = manager.client.pubsub(ignore_subscribe_messages=True)
+        pubsub = manager.store.client.pubsub(ignore_subscribe_messages=True)
         try:
-            await pubsub.subscribe(manager.keys.global_channel)
+            await pubsub.subscribe(manager.store.keys.global_channel)
             backoff = 0.05
             while not manager.closed:
                 message = await pubsub.get_message(timeout=1.0)
@@ -92,15 +108,15 @@ async def lifecycle(manager: SessionManager) -> AsyncIterator[LifecycleNotice]:
                 await pubsub.aclose()
 
 
-async def session_notices(manager: SessionManager, session_id: str) -> AsyncIterator[dict[str, Any]]:
+async def session_notices(manager: FeedOwner, session_id: str) -> AsyncIterator[dict[str, Any]]:
     """Yield the per-event notifications of one session (``session_id``, ``seq``, ``type``, ``actor``, ``last_seq``).
 
     Sharded pub/sub (SSUBSCRIBE on the node of the session's slot) on a Redis Cluster of 7.0+, where emit.lua
     uses SPUBLISH; classic SUBSCRIBE elsewhere. Pub/sub may drop notices: ``subscribe()`` is the complete feed."""
-    channel = manager.keys.session_channel(session_id)
+    channel = manager.store.keys.session_channel(session_id)
     backoff = 0.05
     while not manager.closed:
-        pubsub = manager.client.pubsub(ignore_subscribe_messages=True)
+        pubsub = manager.store.client.pubsub(ignore_subscribe_messages=True)
         try:
             sharded = await manager.store.publish_command() == "SPUBLISH"
             if sharded:

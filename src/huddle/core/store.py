@@ -22,10 +22,9 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .connection import RedisClient, is_cluster, ready, server_version
-from .errors import RedisPermissionError, RedisUnavailableError
-from .keys import KeySpace, SessionKeys
-from .models import (
+from ..backend.connection import RedisClient, is_cluster, ready, server_version
+from ..errors import RedisPermissionError, RedisUnavailableError
+from ..models import (
     AgentInfo,
     Checkpoint,
     Event,
@@ -34,6 +33,7 @@ from .models import (
     SessionDocument,
     ms_to_datetime,
 )
+from .keys import KeySpace, SessionKeys
 from .scripts import Scripts
 
 P = ParamSpec("P")
@@ -59,7 +59,7 @@ def permission_error(exc: BaseException) -> RedisPermissionError | None:
         return RedisPermissionError(f"Redis refused the login: {exc}")
     if isinstance(exc, NoPermissionError) or (isinstance(exc, ResponseError) and _NOPERM.search(str(exc))):
         return RedisPermissionError(
-            f"the Redis user lacks a permission huddle needs (see huddle.acl for the rules): {exc}"
+            f"the Redis user lacks a permission huddle needs (see huddle.backend.acl for the rules): {exc}"
         )
     return None
 

@@ -12,8 +12,8 @@ from typing import Any
 from redis.commands.core import AsyncScript
 from redis.exceptions import AskError, MovedError, NoScriptError, ResponseError, TryAgainError
 
-from .connection import RedisClient, is_cluster, node_target
-from .errors import (
+from ...backend.connection import RedisClient, is_cluster, node_target
+from ...errors import (
     HuddleError,
     NotAMemberError,
     SequenceConflictError,
@@ -39,11 +39,15 @@ SCRIPT_NAMES = (
 
 
 @cache
+def lua_file(name: str) -> str:
+    """The text of ``scripts/<name>.lua`` as shipped in the package."""
+    return (resources.files(__name__) / f"{name}.lua").read_text()
+
+
+@cache
 def script_source(name: str) -> str:
     """The full source of script ``name`` (common helpers + the script body)."""
-    folder = resources.files("huddle") / "scripts"
-    common = (folder / "common.lua").read_text()
-    return common + "\n" + (folder / f"{name}.lua").read_text()
+    return lua_file("common") + "\n" + lua_file(name)
 
 
 class Scripts:

@@ -9,8 +9,8 @@ from typing import Self
 
 import redis
 
+from ..errors import EmbeddedRedisError
 from .embedded import EmbeddedRedis, find_redis_server, free_port
-from .errors import EmbeddedRedisError
 from .topology import _admin, _wait_until
 
 

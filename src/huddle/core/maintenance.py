@@ -6,21 +6,21 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from .connection import primary_infos
-from .errors import HuddleError
-from .models import HealthStatus, MaintenanceReport
+from ..backend.connection import primary_infos
+from ..errors import HuddleError
+from ..models import HealthStatus, MaintenanceReport
 from .store import REDIS_DOWN, redis_boundary
 
 if TYPE_CHECKING:
-    from .manager import SessionManager
+    from .store import SessionStore
 
 BATCH = 500
 
 
 @redis_boundary
-async def _clean_active(manager: SessionManager, key: str) -> tuple[int, int]:
+async def _clean_active(store: SessionStore, key: str) -> tuple[int, int]:
     """Drop entries of sessions that expired or completed from one active-index shard."""
-    client, scanned, removed = manager.client, 0, 0
+    client, scanned, removed = store.client, 0, 0
     cursor = 0
     while True:
         cursor, entries = await client.zscan(key, cursor, count=BATCH)
@@ -29,7 +29,7 @@ async def _clean_active(manager: SessionManager, key: str) -> tuple[int, int]:
         if members:
             async with client.pipeline(transaction=False) as pipe:
                 for sid in members:
-                    pipe.hget(manager.keys.session(sid).meta, "status")
+                    pipe.hget(store.keys.session(sid).meta, "status")
                 statuses = await pipe.execute()
             stale = [sid for sid, status in zip(members, statuses, strict=True) if status != "active"]
             if stale:
@@ -39,10 +39,10 @@ async def _clean_active(manager: SessionManager, key: str) -> tuple[int, int]:
 
 
 @redis_boundary
-async def _clean_failures(manager: SessionManager, key: str) -> tuple[int, int]:
+async def _clean_failures(store: SessionStore, key: str, snapshot_ttl: int) -> tuple[int, int]:
     """Drop failure-index entries whose snapshot expired (its stream is gone or the entry was trimmed)."""
-    client, scanned, removed = manager.client, 0, 0
-    horizon = int(time.time() * 1000) - manager.config.failure_snapshot_ttl * 1000
+    client, scanned, removed = store.client, 0, 0
+    horizon = int(time.time() * 1000) - snapshot_ttl * 1000
     removed += await client.zremrangebyscore(key, "-inf", horizon)
     cursor = 0
     while True:
@@ -53,7 +53,7 @@ async def _clean_failures(manager: SessionManager, key: str) -> tuple[int, int]:
             async with client.pipeline(transaction=False) as pipe:
                 for member in members:
                     sid, _, snapshot_id = member.rpartition("/")
-                    pipe.xrange(manager.keys.session(sid).failures, snapshot_id, snapshot_id)
+                    pipe.xrange(store.keys.session(sid).failures, snapshot_id, snapshot_id)
                 found = await pipe.execute()
             stale = [member for member, hit in zip(members, found, strict=True) if not hit]
             if stale:
@@ -63,10 +63,10 @@ async def _clean_failures(manager: SessionManager, key: str) -> tuple[int, int]:
 
 
 @redis_boundary
-async def _clean_agents(manager: SessionManager) -> tuple[int, int]:
+async def _clean_agents(store: SessionStore) -> tuple[int, int]:
     """Drop agent-index entries for sessions the agent is no longer in (maintenance-only SCAN)."""
-    client, scanned, removed = manager.client, 0, 0
-    async for key in client.scan_iter(match=manager.keys.agent_pattern(), count=BATCH, _type="zset"):
+    client, scanned, removed = store.client, 0, 0
+    async for key in client.scan_iter(match=store.keys.agent_pattern(), count=BATCH, _type="zset"):
         agent = key[key.index("{") + 1 : key.rindex("}")]
         members = await client.zrange(key, 0, -1)
         scanned += len(members)
@@ -74,7 +74,7 @@ async def _clean_agents(manager: SessionManager) -> tuple[int, int]:
             continue
         async with client.pipeline(transaction=False) as pipe:
             for sid in members:
-                pipe.hexists(manager.keys.session(sid).agents, agent)
+                pipe.hexists(store.keys.session(sid).agents, agent)
             found = await pipe.execute()
         stale = [sid for sid, hit in zip(members, found, strict=True) if not hit]
         if stale:
@@ -82,17 +82,17 @@ async def _clean_agents(manager: SessionManager) -> tuple[int, int]:
     return scanned, removed
 
 
-async def perform_maintenance(manager: SessionManager) -> MaintenanceReport:
+async def perform_maintenance(store: SessionStore, *, failure_snapshot_ttl: int) -> MaintenanceReport:
     """Repair the global indexes: they are updated after each session script, so they can lag or go stale."""
     started = time.perf_counter()
     scanned = removed_active = removed_failures = 0
-    for key in manager.keys.active_indexes():
-        seen, gone = await _clean_active(manager, key)
+    for key in store.keys.active_indexes():
+        seen, gone = await _clean_active(store, key)
         scanned, removed_active = scanned + seen, removed_active + gone
-    for key in manager.keys.failure_indexes():
-        seen, gone = await _clean_failures(manager, key)
+    for key in store.keys.failure_indexes():
+        seen, gone = await _clean_failures(store, key, failure_snapshot_ttl)
         scanned, removed_failures = scanned + seen, removed_failures + gone
-    seen, removed_agents = await _clean_agents(manager)
+    seen, removed_agents = await _clean_agents(store)
     return MaintenanceReport(
         scanned_index_entries=scanned + seen,
         removed_active_entries=removed_active,
@@ -102,23 +102,23 @@ async def perform_maintenance(manager: SessionManager) -> MaintenanceReport:
     )
 
 
-async def health_check(manager: SessionManager) -> HealthStatus:
+async def health_check(store: SessionStore) -> HealthStatus:
     """Measure Redis from this manager's point of view; never raises for an unreachable Redis."""
     problems: list[str] = []
     now = datetime.now(UTC)
     try:
         started = time.perf_counter()
-        await manager.client.ping()
+        await store.client.ping()
         latency_ms = (time.perf_counter() - started) * 1000
-        infos = await primary_infos(manager.client)  # every primary on a cluster
+        infos = await primary_infos(store.client)  # every primary on a cluster
     except (HuddleError, *REDIS_DOWN) as exc:
         return _down(exc, now)
     answered = {node: info for node, info in infos.items() if not isinstance(info, BaseException)}
     active: int | None = None
     try:
-        scripts_loaded = await manager.store.scripts_loaded()
-        async with manager.client.pipeline(transaction=False) as pipe:
-            for key in manager.keys.active_indexes():
+        scripts_loaded = await store.scripts_loaded()
+        async with store.client.pipeline(transaction=False) as pipe:
+            for key in store.keys.active_indexes():
                 pipe.zcard(key)
             active = sum(await pipe.execute())
     except (HuddleError, *REDIS_DOWN) as exc:

@@ -20,8 +20,8 @@ from typing import Any, Self
 
 import redis
 
+from ..errors import EmbeddedRedisError
 from .embedded import EmbeddedRedis, find_redis_server, free_port
-from .errors import EmbeddedRedisError
 
 SLOTS = 16384
 CLUSTER_BUS_OFFSET = 10000

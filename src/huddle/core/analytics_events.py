@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .models import Distribution, EventType, HandoffCount
+from ..models import Distribution, EventType, HandoffCount
 
 _HANDOFF_TARGET = ("to_agent", "toAgent", "to", "target")
 

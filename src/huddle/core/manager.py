@@ -14,10 +14,9 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from pydantic import ValidationError
 
-from . import analytics, maintenance, subscription
-from .config import SessionManagerConfig
-from .connection import RedisClient, create_client
-from .errors import (
+from ..backend.connection import RedisClient, create_client
+from ..config import SessionManagerConfig
+from ..errors import (
     CheckpointNotFoundError,
     HuddleError,
     InvalidEventError,
@@ -27,9 +26,8 @@ from .errors import (
     SessionNotFoundError,
     ShuttingDownError,
 )
-from .ids import check_id, check_name, new_session_id
-from .keys import KeySpace
-from .models import (
+from ..ids import check_id, check_name, new_session_id
+from ..models import (
     Checkpoint,
     Event,
     EventType,
@@ -42,9 +40,11 @@ from .models import (
     SessionEvent,
     SessionStats,
 )
+from . import analytics, maintenance, subscription
+from .keys import KeySpace
 from .store import SessionStore
 
-log = logging.getLogger("huddle.manager")
+log = logging.getLogger("huddle.core.manager")
 
 SYSTEM_ACTOR = "huddle"
 """Actor recorded on events huddle writes itself (manual checkpoints without an actor, shutdown)."""
@@ -450,7 +450,8 @@ class SessionManager:
         Survives Redis restarts (resumes by seq); raises ``EventsTrimmedError`` if events it still needed were
         trimmed; ends when the session is completed and fully read, expires, or the manager closes."""
         check_id(session_id)
-        return subscription.follow(self, session_id, from_seq)
+        block_ms = min(self.config.subscribe_block_ms, int(self.config.socket_timeout * 1000) - 250)
+        return subscription.follow(self, session_id, from_seq, block_ms=block_ms, missing=self._missing)
 
     def lifecycle(self) -> AsyncIterator[LifecycleNotice]:
         """Notifications of session lifecycle events (start, join, leave, complete, checkpoint) as they happen.
@@ -532,28 +533,32 @@ class SessionManager:
     async def list_active_sessions(self, limit: int | None = None) -> list[str]:
         """Ids of live, not completed sessions, most recently active first."""
         self._check_open(mutation=False)
-        return await analytics.active_session_ids(self, limit)
+        return await analytics.active_session_ids(self.store, limit)
 
     async def get_sessions_by_agent(self, agent_id: str) -> list[str]:
         """Ids of live sessions ``agent_id`` is a member of, most recently joined first."""
         self._check_open(mutation=False)
         check_id(agent_id, "agent id")
-        return await analytics.sessions_of_agent(self, agent_id)
+        return await analytics.sessions_of_agent(self.store, agent_id)
 
     async def get_stats(self, *, scan_events: bool = True) -> SessionStats:
         """Statistics computed from the stored sessions; ``scan_events=False`` skips reading the event logs
         (event types, per-agent events, handoffs, time to fix), which costs one read per session."""
         self._check_open(mutation=False)
-        return await analytics.compute_stats(self, scan_events=scan_events)
+        return await analytics.compute_stats(
+            self.store, failure_states=self.config.failure_states, scan_events=scan_events
+        )
 
     async def health_check(self) -> HealthStatus:
         """Redis reachability, latency, version, memory, scripts and active sessions."""
-        return await maintenance.health_check(self)
+        return await maintenance.health_check(self.store)
 
     async def perform_maintenance(self) -> MaintenanceReport:
         """Remove index entries of expired or completed sessions and expired failure snapshots."""
         self._check_open(mutation=False)
-        return await maintenance.perform_maintenance(self)
+        return await maintenance.perform_maintenance(
+            self.store, failure_snapshot_ttl=self.config.failure_snapshot_ttl
+        )
 
     async def _best_effort(self, update: Any) -> None:
         """Index updates after a successful script: failing them must not fail the (done) mutation."""

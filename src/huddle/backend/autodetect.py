@@ -25,11 +25,12 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-if TYPE_CHECKING:
-    from .config import RedisSettings
-    from .connection import Target
+from .target import Target, client_kwargs
 
-log = logging.getLogger("huddle.connection")
+if TYPE_CHECKING:
+    from ..config import RedisSettings
+
+log = logging.getLogger("huddle.backend.connection")
 
 _DETECTED: dict[tuple[Any, ...], tuple[bool, int]] = {}
 """Per server address: whether it runs in cluster mode, and how many open ``AutoClient`` s asked it. An answer
@@ -79,8 +80,6 @@ def _forget(key: tuple[Any, ...]) -> None:
 
 
 def _probe_kwargs(settings: RedisSettings) -> dict[str, Any]:
-    from .connection import client_kwargs
-
     kwargs = client_kwargs(settings)
     names = ("username", "password", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname")
     probe = {name: kwargs[name] for name in names if name in kwargs}
@@ -163,8 +162,6 @@ class AutoClient:
     @property
     def connection_kwargs(self) -> dict[str, Any]:
         """What the real client will connect with (credentials included: used to redact secrets)."""
-        from .connection import client_kwargs
-
         return client_kwargs(self.settings)
 
     def _adopt(self, cluster: bool) -> Any:

