@@ -106,6 +106,10 @@ class RedisSettings(HuddleSettings):
     ssl_check_hostname: bool = Field(
         default=True, description="TLS: check the server certificate's host name"
     )
+    auto_pipeline: bool = Field(
+        default=True,
+        description="commands issued in the same event-loop tick share one round trip (not on a cluster)",
+    )
 
     @field_validator("redis_url")
     @classmethod
