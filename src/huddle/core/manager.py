@@ -8,11 +8,9 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
-
-from pydantic import ValidationError
 
 from ..backend.connection import RedisClient, create_client
 from ..config import SessionManagerConfig
@@ -30,7 +28,6 @@ from ..ids import check_id, check_name, new_session_id
 from ..models import (
     Checkpoint,
     Event,
-    EventType,
     FailureSnapshot,
     FailureSnapshotRef,
     HealthStatus,
@@ -41,6 +38,7 @@ from ..models import (
     SessionStats,
 )
 from . import analytics, maintenance, subscription
+from .event_input import batch_parts, check_expected_seq, event_parts
 from .keys import KeySpace
 from .store import SessionStore
 
@@ -335,20 +333,6 @@ class SessionManager:
         return document
 
     # -- events ---------------------------------------------------------------------------------------------
-    def _parse_event(self, event: SessionEvent | Mapping[str, Any]) -> SessionEvent:
-        if isinstance(event, SessionEvent):
-            return event
-        try:
-            return SessionEvent.model_validate(event)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"]) or "event"
-            raise InvalidEventError(
-                f"invalid event: {where}: {first['msg']}"
-                + (f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""),
-                errors=[f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()],
-            ) from None
-
     @_in_flight
     async def emit_event(
         self,
@@ -375,19 +359,8 @@ class SessionManager:
         started = time.perf_counter()
         check_id(session_id)
         check_id(actor, "agent id")
-        parsed = self._parse_event(event)
-        if parsed.type in EventType.LIFECYCLE:
-            raise InvalidEventError(
-                f"event type {parsed.type!r} is written by huddle itself; use the method for it"
-            )
-        payload = parsed.payload_json()
-        size = len(payload) if len(payload) * 4 <= self.config.max_event_bytes else len(payload.encode())
-        if size > self.config.max_event_bytes:
-            raise InvalidEventError(
-                f"event payload is {size} bytes; the limit is {self.config.max_event_bytes}"
-            )
-        if expected_seq is not None and (not isinstance(expected_seq, int) or expected_seq < 0):
-            raise InvalidEventError(f"expected_seq must be a non-negative integer, got {expected_seq!r}")
+        etype, payload, from_state, to_state = event_parts(event, self.config.max_event_bytes)
+        expected = check_expected_seq(expected_seq)
         if (
             not isinstance(min_replicas, int)
             or isinstance(min_replicas, bool)
@@ -397,13 +370,10 @@ class SessionManager:
         token = (
             os.urandom(8).hex() if idempotency_key is None else check_id(idempotency_key, "idempotency key")
         )
-        transition = parsed.state_transition
         cfg = self.config
         keys = self._session_keys(session_id)
         args: list[str | int] = [
-            session_id, actor, parsed.type, payload, token,
-            "" if expected_seq is None else expected_seq,
-            transition.from_state if transition else "", transition.to if transition else "",
+            session_id, actor, etype, payload, token, expected, from_state, to_state,
             1 if reset_ttl else 0, cfg.checkpoint_interval if auto_checkpoint and cfg.enable_auto_checkpoint else 0, cfg.max_events_per_session,
             keys.channel if publish_update else "", self._failure_csv, self._failure_ttl_ms,
             cfg.failure_snapshot_events, cfg.index_refresh_ms, cfg.max_checkpoints_per_session,
@@ -430,6 +400,64 @@ class SessionManager:
                 seq=result.seq, replicas_acked=result.replicas_acked, min_replicas=min_replicas,
             )  # fmt: skip
         return result.seq
+
+    @_in_flight
+    async def emit_events(
+        self,
+        session_id: str,
+        events: Sequence[SessionEvent | Mapping[str, Any]],
+        actor: str,
+        *,
+        expected_seq: int | None = None,
+        idempotency_key: str | None = None,
+        reset_ttl: bool = True,
+        auto_checkpoint: bool = True,
+        publish_update: bool = True,
+    ) -> list[int]:
+        """Append ``events`` as ``actor`` in one atomic step; returns their (contiguous) sequence numbers.
+
+        All or nothing: a bad event anywhere (shape, size, a transition whose ``from`` is not the state reached
+        by the events before it) raises and writes nothing. ``expected_seq`` is checked against the last seq
+        before the batch; ``idempotency_key`` covers the whole batch (a retry returns the same seqs). At most
+        ``MAX_BATCH_EVENTS`` events; an auto-checkpoint due inside the batch is written right after it."""
+        self._check_open()
+        started = time.perf_counter()
+        check_id(session_id)
+        check_id(actor, "agent id")
+        flat = batch_parts(events, self.config.max_event_bytes)
+        expected = check_expected_seq(expected_seq)
+        token = (
+            os.urandom(8).hex() if idempotency_key is None else check_id(idempotency_key, "idempotency key")
+        )
+        cfg = self.config
+        keys = self._session_keys(session_id)
+        args: list[str | int] = [
+            session_id, actor, token, expected, 1 if reset_ttl else 0,
+            cfg.checkpoint_interval if auto_checkpoint and cfg.enable_auto_checkpoint else 0,
+            cfg.max_events_per_session, keys.channel if publish_update else "", self._failure_csv,
+            self._failure_ttl_ms, cfg.failure_snapshot_events, cfg.index_refresh_ms,
+            cfg.max_checkpoints_per_session, "", len(flat) // 4, *flat,
+        ]  # fmt: skip
+        ok = False
+        try:
+            result = await self.store.emit_batch(keys, args)
+            ok = True
+        except SessionNotFoundError:
+            raise await self._missing(session_id) from None
+        finally:
+            if self._observers:
+                self._observe("emit_events", started, ok)
+        if result.duplicate and len(result.seqs) != len(flat) // 4:
+            raise InvalidEventError(
+                f"idempotency key {idempotency_key!r} was already used for a call of {len(result.seqs)} "
+                f"event(s), not {len(flat) // 4}: seqs {result.seqs[0]}..{result.seqs[-1]}",
+                seqs=result.seqs,
+            )
+        if result.index_due:
+            await self._best_effort(self.store.touch_active(session_id, result.at_ms))
+        for failure_id in result.failure_snapshot_ids:
+            await self._best_effort(self.store.index_failure(session_id, failure_id))
+        return result.seqs
 
     async def get_events(
         self, session_id: str, from_seq: int = 1, to_seq: int | None = None, limit: int | None = None

@@ -102,6 +102,19 @@ class EmitResult:
     """With ``min_replicas``: how many replicas confirmed the write (WAIT); None when not asked."""
 
 
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What the batch emit script did."""
+
+    seqs: list[int]
+    index_due: bool
+    checkpoint_id: str | None
+    duplicate: bool
+    failure_snapshot_ids: list[str]
+    last_seq: int
+    at_ms: int
+
+
 def parse_event(session_id: str, entry_id: str, fields: dict[str, str]) -> Event:
     """One stream entry as an ``Event``."""
     body: dict[str, Any] = json.loads(fields.get("d") or "{}")
@@ -252,6 +265,19 @@ class SessionStore:
         return EmitResult(
             int(seq), bool(due), cp_id or None, bool(dup), failure_id or None, int(last), int(now), acked
         )
+
+    @redis_boundary
+    async def emit_batch(self, keys: SessionKeys, args: list[str | int]) -> BatchResult:
+        """Run emit_batch.lua (the publish command goes in as ARGV[14])."""
+        args[13] = self._publish_command or await self.publish_command()
+        first, count, due, cp_id, dup, failure_ids, last, now = await self.scripts.run(
+            "emit_batch", keys.all, args
+        )
+        first, count = int(first), int(count)
+        return BatchResult(
+            list(range(first, first + count)), bool(due), cp_id or None, bool(dup),
+            [str(fid) for fid in failure_ids or ()], int(last), int(now),
+        )  # fmt: skip
 
     async def publish_command(self) -> str:
         """``SPUBLISH`` on a Redis Cluster of 7.0+ (sharded pub/sub keeps notices on the slot's node), else

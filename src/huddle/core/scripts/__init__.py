@@ -29,6 +29,7 @@ SCRIPT_NAMES = (
     "join",
     "leave",
     "emit",
+    "emit_batch",
     "checkpoint",
     "complete",
     "import_session",

@@ -22,7 +22,8 @@ end
 if token ~= '' then
   local prior = redis.call('HGET', K_IDEM, token)
   if prior then
-    return {tonumber(prior), 0, '', 1, '', tonumber(meta[3]), 0}
+    -- a bare seq, or 'first:count' when the key was used by a batch (emit_events)
+    return {tonumber(string.match(prior, '^%d+')), 0, '', 1, '', tonumber(meta[3]), 0}
   end
 end
 if meta[1] == 'completed' then
