@@ -13,6 +13,7 @@ from ..errors import HuddleError
 from .common import err_console
 from .config import config_app
 from .demo import demo_command
+from .mcp import mcp_command
 from .migrate import migrate_command
 from .replay import replay_app
 from .serve import serve_command
@@ -28,6 +29,7 @@ app = typer.Typer(
 )
 app.command("demo")(demo_command)
 app.command("migrate")(migrate_command)
+app.command("mcp")(mcp_command)
 app.add_typer(replay_app, name="replay")
 app.add_typer(config_app, name="config")
 app.add_typer(sync_app, name="sync")
