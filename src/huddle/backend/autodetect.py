@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -93,11 +95,23 @@ def _answer(info: dict[str, Any]) -> bool:
 
 
 async def detect_cluster_async(settings: RedisSettings, target: Target) -> bool:
-    """Ask the server (``INFO cluster``, awaited) whether it runs in cluster mode.
+    """Ask the server (``INFO cluster``, awaited) whether it runs in cluster mode, with the bounded retries and
+    backoff of commands (``retry_attempts``...): a server still starting, or a cut, does not fail start-up.
 
-    Raises redis-py's connection errors when the server cannot be reached (nothing is remembered then); a server
-    that refuses ``INFO`` (ACL) counts as standalone: set ``cluster`` explicitly for such users."""
+    Raises redis-py's connection errors when the server cannot be reached within them (nothing is remembered
+    then); a server that refuses ``INFO`` (ACL) counts as standalone: set ``cluster`` explicitly for such users."""
+    retry = client_kwargs(settings)["retry"]
+    cluster: bool = await retry.call_with_retry(lambda: _probe_once(settings, target), _nothing_to_clean)
+    return cluster
+
+
+async def _nothing_to_clean(error: Exception) -> None:
+    """Each probe closes its own connection; nothing to reset between attempts."""
+
+
+async def _probe_once(settings: RedisSettings, target: Target) -> bool:
     kwargs = _probe_kwargs(settings)
+    kwargs["retry"] = AsyncRetry(NoBackoff(), 0)  # the caller retries: no nested attempts
     if target.url:
         probe = aioredis.Redis.from_url(target.url, **kwargs)
     else:

@@ -18,6 +18,7 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from ..config import RedisSettings
 from ..errors import ConfigError
 from .autodetect import AutoClient, detect_cluster_blocking, known_mode
+from .autopipeline import AutoPipelineRedis
 from .target import Target, client_kwargs, resolve_target, uses_tls
 
 __all__ = ["RedisClient", "Target", "client_kwargs", "create_client", "resolve_target", "uses_tls"]
@@ -74,7 +75,10 @@ def _build_client(
         pool = aioredis.BlockingConnectionPool(
             host=settings.host, port=settings.port, db=settings.db, **pool_kwargs, **kwargs
         )
-    return aioredis.Redis.from_pool(pool)
+    client = AutoPipelineRedis.from_pool(pool)
+    if settings.auto_pipeline:
+        client.enable_auto_pipeline()
+    return client
 
 
 _GATED = contextvars.ContextVar("huddle_cluster_gated", default=False)
@@ -190,7 +194,7 @@ class BlockingSentinelConnectionPool(SentinelConnectionPool, aioredis.BlockingCo
     """Sentinel-managed pool (finds the current master) that queues callers when all connections are busy."""
 
 
-class SentinelRedis(aioredis.Redis):  # type: ignore[misc]
+class SentinelRedis(AutoPipelineRedis):
     """A client of the Sentinel-managed master; ``aclose`` also closes the connections to the sentinels."""
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
@@ -224,7 +228,7 @@ def _sentinel_client(settings: RedisSettings, target: Target, kwargs: dict[str, 
             if name in kwargs:
                 sentinel_kwargs[name] = kwargs[name]
     manager = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)
-    return manager.master_for(
+    client = manager.master_for(
         target.service or "",
         redis_class=SentinelRedis,
         connection_pool_class=BlockingSentinelConnectionPool,
@@ -234,6 +238,9 @@ def _sentinel_client(settings: RedisSettings, target: Target, kwargs: dict[str, 
         timeout=settings.pool_timeout,
         **kwargs,
     )
+    if settings.auto_pipeline:
+        client.enable_auto_pipeline()
+    return client
 
 
 # -- what the rest of the code may ask ------------------------------------------------------------------------

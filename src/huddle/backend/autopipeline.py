@@ -1,0 +1,214 @@
+"""Auto-pipelining: commands issued in the same event-loop tick share one round trip.
+
+redis-py sends one request per pooled connection and waits for its reply, so 50 tasks appending at once pay 50
+round trips and 50 pool checkouts. :class:`AutoPipelineRedis` queues the commands its callers issue during one
+loop iteration and, on the next one, writes them as one pipeline (no MULTI) on one pooled connection; each reply
+(or error reply) is handed to its own caller as soon as it is read. While a batch is on the wire the next one
+gathers, and at most ``IN_FLIGHT`` batches run at once, so a burst turns into a few large batches.
+
+What holds (tests/test_autopipeline.py):
+
+- replies never cross: replies are read in the order the commands were written, one future per command;
+- an error reply (``HUDDLE ...``, NOSCRIPT, WRONGTYPE) reaches only the caller of that command;
+- a caller cancelled before its batch is written is dropped from the batch (nothing is sent for it); one
+  cancelled after leaves the others untouched (its reply is read and discarded);
+- a connection error re-sends, with the client's own retry policy (attempts, backoff, retried errors), only
+  the commands whose replies were not read, exactly as redis-py re-sends a single command; once the retries are
+  spent, those callers (and only those) get the error, which huddle's boundary turns into
+  ``RedisUnavailableError``. As with redis-py, a command whose reply was lost may have run: huddle's scripts
+  take an idempotency token, so the re-sent (or retried) append writes nothing twice.
+
+Blocking commands (``WAIT``, ``XREAD ... BLOCK``, ``BLPOP``...) and connection-state commands (``SELECT``,
+``MULTI``, ``WATCH``...) bypass the queue, since they would stall or change the shared connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+IN_FLIGHT = 2
+"""Batches on the wire at once (each on its own pooled connection): while the server runs one, the client reads
+the replies of the other and gathers the next. Measured in benchmarks/emit.py (1, 2 and 4 compared)."""
+
+MAX_BATCH = 512
+"""Commands per batch at most (more wait for the next batch); bounds the buffers of one write."""
+
+_BYPASS = frozenset(
+    {
+        # blocking: would hold every other command of the batch behind them
+        "BLPOP", "BRPOP", "BRPOPLPUSH", "BLMOVE", "BLMPOP", "BZPOPMIN", "BZPOPMAX", "BZMPOP", "WAIT",
+        "WAITAOF", "MONITOR", "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "SYNC", "PSYNC", "DEBUG",
+        # connection state: would change the shared connection for everyone after them
+        "SELECT", "AUTH", "HELLO", "RESET", "QUIT", "MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH",
+        "CLIENT", "READONLY", "READWRITE", "ASKING", "SHUTDOWN", "FAILOVER",
+    }
+)  # fmt: skip
+_MAYBE_BLOCKING = frozenset({"XREAD", "XREADGROUP"})
+
+
+def batchable(args: tuple[Any, ...]) -> bool:
+    """True when the command may share a pipeline with other callers' commands."""
+    name = args[0]
+    if not isinstance(name, str):
+        name = bytes(name).decode() if isinstance(name, bytes | bytearray | memoryview) else str(name)
+    name = name.split(" ", 1)[0].upper()
+    if name in _BYPASS:
+        return False
+    if name in _MAYBE_BLOCKING:
+        return not any(isinstance(arg, str) and arg.upper() == "BLOCK" for arg in args[1:])
+    return True
+
+
+_Call = tuple[tuple[Any, ...], dict[str, Any], "asyncio.Future[Any]"]
+
+
+class AutoPipeline:
+    """The queue and the flusher of one client (one per event loop is enough: a client belongs to one loop)."""
+
+    def __init__(
+        self, client: aioredis.Redis, *, in_flight: int = IN_FLIGHT, max_batch: int = MAX_BATCH
+    ) -> None:
+        self._client = client
+        self._in_flight_max = in_flight
+        self._max_batch = max_batch
+        self._queue: list[_Call] = []
+        self._scheduled = False
+        self._running = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.batches = 0
+        """Batches sent so far (for tests and benchmarks: commands / batches = commands per round trip)."""
+        self.commands = 0
+        """Commands sent through batches so far."""
+
+    def submit(self, args: tuple[Any, ...], options: dict[str, Any]) -> asyncio.Future[Any]:
+        """Queue one command; the future gets its parsed reply (or its error)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if self._closed:
+            future.set_exception(RedisConnectionError("the client is closed"))
+            return future
+        self._queue.append((args, options, future))
+        if not self._scheduled and self._running < self._in_flight_max:
+            self._scheduled = True
+            loop.call_soon(self._flush)  # after every task woken in this iteration had its turn
+        return future
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        while self._queue and self._running < self._in_flight_max:
+            batch = [call for call in self._queue[: self._max_batch] if not call[2].done()]
+            del self._queue[: self._max_batch]
+            if not batch:
+                continue
+            self._running += 1
+            task = asyncio.get_running_loop().create_task(self._run(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[_Call]) -> None:
+        try:
+            await self._send(batch)
+        except BaseException as exc:
+            error = exc if isinstance(exc, Exception) else RedisConnectionError("the batch was interrupted")
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._running -= 1
+            if self._queue and not self._scheduled and not self._closed:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+
+    async def _send(self, batch: list[_Call]) -> None:
+        """Write the batch on one pooled connection and hand out the replies; re-send what got no reply."""
+        client = self._client
+        pool = client.connection_pool
+        conn = await pool.get_connection()
+        pending = batch  # the calls whose replies were not read yet
+
+        async def attempt() -> None:
+            nonlocal pending
+            live = [call for call in pending if not call[2].done()]
+            if not live:
+                pending = []
+                return
+            pending = live
+            self.batches += 1
+            self.commands += len(live)
+            await conn.send_packed_command(conn.pack_commands(call[0] for call in live))
+            for index, (args, options, future) in enumerate(live):
+                try:
+                    # parse_response pops options it consumed: give it a copy, a re-send needs them again
+                    reply = await client.parse_response(conn, args[0], **dict(options))
+                except ResponseError as exc:  # an error reply: the connection is still in step
+                    if not future.done():
+                        future.set_exception(exc)
+                except BaseException:
+                    pending = live[index:]  # this reply and the ones after it were not read
+                    raise
+                else:
+                    if not future.done():
+                        future.set_result(reply)
+            pending = []
+
+        async def failed(error: Exception, failures: int) -> None:
+            await conn.disconnect()
+
+        try:
+            await conn.retry.call_with_retry(attempt, failed, with_failure_count=True)
+        except BaseException:
+            await conn.disconnect()  # replies may be left unread: never hand this connection out as is
+            raise
+        finally:
+            await pool.release(conn)
+
+    async def aclose(self) -> None:
+        """Fail what is still queued and wait for the batches on the wire."""
+        self._closed = True
+        queued, self._queue = self._queue, []
+        for _, _, future in queued:
+            if not future.done():
+                future.set_exception(RedisConnectionError("the client is closed"))
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class AutoPipelineRedis(aioredis.Redis):  # type: ignore[misc]
+    """``redis.asyncio.Redis`` whose commands issued in the same loop tick share one pipelined round trip.
+
+    Pipelines, pub/sub and single-connection clients are unchanged; ``auto_pipeline=False`` in the settings
+    builds a plain client instead."""
+
+    huddle_batcher: AutoPipeline | None = None
+
+    def enable_auto_pipeline(self, *, in_flight: int = IN_FLIGHT) -> None:
+        """Route batchable commands through a tick-sharing queue from now on."""
+        self.huddle_batcher = AutoPipeline(self, in_flight=in_flight)
+
+    def execute_command(self, *args: Any, **options: Any) -> Awaitable[Any]:
+        # A plain method returning the future: the command is queued when called (no coroutine per command).
+        batcher = self.huddle_batcher
+        if batcher is None or self.connection is not None or not batchable(args):
+            direct: Awaitable[Any] = super().execute_command(*args, **options)
+            return direct
+        return batcher.submit(args, options)
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        if self.huddle_batcher is not None:
+            await self.huddle_batcher.aclose()
+        await super().aclose(close_connection_pool)
+
+
+def batcher_of(client: Any) -> AutoPipeline | None:
+    """The tick-sharing queue behind ``client`` (a built client, or an ``AutoClient`` once resolved)."""
+    real = client if isinstance(client, aioredis.Redis) else getattr(client, "resolved", client)
+    return getattr(real, "huddle_batcher", None)
