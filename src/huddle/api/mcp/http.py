@@ -6,11 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 from ...core.manager import SessionManager
 from .server import create_mcp_server
@@ -47,9 +48,26 @@ class McpEndpoint:
         # Builds the SDK's StreamableHTTPSessionManager; its Starlette wrapper is not used (routing is the host's).
         self.server.streamable_http_app(streamable_http_path="/", json_response=json_response)
         self._sessions = self.server.session_manager
+        self.app: ASGIApp = _McpApp(self._sessions)
+        """ASGI entry, path-agnostic: mount it at ``/mcp`` (``Route`` for ``/mcp`` itself, ``Mount`` below it)."""
 
-    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """ASGI entry, path-agnostic: mount it at ``/mcp`` (``Mount`` or ``Route``)."""
+    def lifespan(self) -> AbstractAsyncContextManager[None]:
+        """Enter once in the host app's lifespan: runs the SDK's session manager (one run per endpoint)."""
+        return self._run()
+
+    @asynccontextmanager
+    async def _run(self) -> AsyncIterator[None]:
+        async with self._sessions.run():
+            yield
+
+
+class _McpApp:
+    """An ASGI callable object (not a function), so routers pass it raw ASGI messages."""
+
+    def __init__(self, sessions: StreamableHTTPSessionManager) -> None:
+        self._sessions = sessions
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         caller = identity_of(scope)
@@ -61,15 +79,6 @@ class McpEndpoint:
             )
             scope = {**scope, "user": AuthenticatedUser(token)}
         await self._sessions.handle_request(scope, receive, send)
-
-    def lifespan(self) -> AbstractAsyncContextManager[None]:
-        """Enter once in the host app's lifespan: runs the SDK's session manager (one run per endpoint)."""
-        return self._run()
-
-    @asynccontextmanager
-    async def _run(self) -> AsyncIterator[None]:
-        async with self._sessions.run():
-            yield
 
 
 def create_mcp_endpoint(manager: SessionManager, **options: Any) -> McpEndpoint:

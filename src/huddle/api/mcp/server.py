@@ -189,10 +189,13 @@ class HuddleMcp:
         """Post an event to a session as yourself."""
         caller = self.identify(ctx)
         event: dict[str, Any] = {"type": type}
-        if any(v is not None for v in (element_type, operation, entity_ids, description)):
+        if element_type is not None or operation is not None or entity_ids:
             change: dict[str, Any] = {"element_type": element_type, "operation": operation}
             change.update(entity_ids=entity_ids or [], description=description)
             event["change_info"] = {k: v for k, v in change.items() if v is not None}
+        elif description is not None:
+            # Without change details (a plain 'broke' report) the description travels in data.
+            data = {**(data or {}), "description": description}
         if from_state is not None or to_state is not None or confidence is not None:
             transition: dict[str, Any] = {"from": from_state, "to": to_state, "confidence": confidence}
             event["state_transition"] = {k: v for k, v in transition.items() if v is not None}

@@ -72,6 +72,8 @@ def event_line(event: Event) -> str:
         if info.description:
             line += f": {info.description}"
     data = event.data or {}
+    if info is None and isinstance(data.get("description"), str):
+        line += f": {data['description']}"
     if event.type == "handoff" and "to_agent" in data:
         line += f" -> {data['to_agent']}" + (f": {data['note']}" if data.get("note") else "")
     return line
