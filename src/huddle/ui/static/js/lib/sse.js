@@ -55,7 +55,8 @@ export class FrameParser {
 
 /**
  * Follow an SSE stream until stop() or a terminal event. onFrame gets {id, event, data (parsed JSON or text)}.
- * `terminal` names events that end the stream (e.g. "completed"); lastEventId resumes after that id.
+ * `terminal` names the events that end the stream (e.g. ["completed"]) or is a predicate on a frame;
+ * lastEventId resumes after that id. Any other end (network, a slow-reader or shutdown frame) reconnects.
  */
 export function follow(path, { onFrame, lastEventId = null, terminal = [], params = {} } = {}) {
   const controller = { stopped: false, abort: null, lastEventId };
@@ -90,7 +91,7 @@ export function follow(path, { onFrame, lastEventId = null, terminal = [], param
         // not JSON: hand over the text
       }
       onFrame({ id: frame.id, event: frame.event, data });
-      if (terminal.includes(frame.event)) ended = true;
+      if (typeof terminal === "function" ? terminal({ ...frame, data }) : terminal.includes(frame.event)) ended = true;
     });
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     while (!controller.stopped && !ended) {

@@ -205,14 +205,20 @@ async function refreshSide() {
   refreshDoc();
   const [checkpoints, snapshots] = await Promise.all([
     getJSON(apiPath("sessions", sessionId, "checkpoints")).catch(() => null),
-    getJSON(apiPath("sessions", sessionId, "failure-snapshots")).catch(() => null),
+    getJSON("/v1/failure-snapshots").catch(() => null),
   ]);
-  fillList("checkpoints", listOf(checkpoints, "checkpoints"), model.checkpoints, "checkpoint_id", "checkpoints");
-  fillList("snapshots", listOf(snapshots, "snapshots", "failure_snapshots"), model.snapshots, "snapshot_id", "failure-snapshots");
+  fillList("checkpoints", listOf(checkpoints, "checkpoints"), model.checkpoints, "checkpoint_id", (cp) =>
+    apiPath("sessions", sessionId, "checkpoints", cp.checkpoint_id),
+  );
+  // Snapshots are listed for every session (they outlive them): keep this session's, read each for its seq.
+  const refs = listOf(snapshots, "snapshots").filter((ref) => ref.session_id === sessionId).slice(0, 20);
+  const snapshotPath = (ref) => apiPath("failure-snapshots", sessionId, ref.snapshot_id);
+  const full = await Promise.all(refs.map((ref) => getJSON(snapshotPath(ref)).catch(() => ref)));
+  fillList("snapshots", full, model.snapshots, "snapshot_id", snapshotPath);
   schedule();
 }
 
-function fillList(elementId, items, bySeq, idKey, route) {
+function fillList(elementId, items, bySeq, idKey, pathOf) {
   bySeq.clear();
   const entries = items.map((item) => {
     const itemId = item[idKey];
@@ -227,7 +233,7 @@ function fillList(elementId, items, bySeq, idKey, route) {
     button.addEventListener("click", async () => {
       if (typeof item.seq === "number") jumpTo(item.seq);
       try {
-        showDetail(await getJSON(apiPath("sessions", sessionId, route, itemId)));
+        showDetail(await getJSON(pathOf(item)));
       } catch (error) {
         showDetail({ error: error.message });
       }
@@ -304,13 +310,15 @@ async function main() {
   refreshSide();
   follow(apiPath("sessions", sessionId, "events", "stream"), {
     lastEventId: model.lastSeq,
-    terminal: ["completed"],
+    // A closed session, or an error other than falling behind (which a reconnect resumes), ends the stream.
+    terminal: (frame) => frame.event === "completed" || (frame.event === "error" && frame.data?.code !== "slow_reader"),
     onFrame(frame) {
       if (frame.event === "completed") {
         if (model.doc) showSummary((model.doc = { ...model.doc, status: "completed" }));
         refreshDoc();
-      } else if (frame.event === "stream-error" || /error|behind/.test(frame.event)) {
-        banner(`Live stream: ${frame.event} ${typeof frame.data === "string" ? frame.data : JSON.stringify(frame.data)}`);
+      } else if (frame.event === "stream-error" || (frame.event === "error" && frame.data?.code !== "slow_reader")) {
+        const detail = frame.data?.detail ?? frame.data?.title ?? JSON.stringify(frame.data);
+        banner(`The live stream stopped: ${detail}. Reload to start over.`);
       } else if (frame.data && typeof frame.data.seq === "number") {
         applyLive(frame.data);
       }
