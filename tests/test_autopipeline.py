@@ -34,7 +34,7 @@ def marked(tag: str) -> dict[str, Any]:
 
 async def tags_by_seq(manager: SessionManager, sid: str) -> dict[int, str]:
     events = await manager.get_events(sid)
-    return {event.seq: event.data["tag"] for event in events if event.type == "modified"}
+    return {event.seq: (event.data or {})["tag"] for event in events if event.type == "modified"}
 
 
 async def gapless(manager: SessionManager, sid: str) -> bool:
