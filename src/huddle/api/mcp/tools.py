@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ...core.manager import SessionManager
+from ...core.manager import SYSTEM_ACTOR, SessionManager
 from ...errors import HuddleError, SessionNotFoundError
 from ...ids import check_id
 from ...models import Event
@@ -203,8 +203,12 @@ class HuddleTools:
         wanted = set(types) if types else None
 
         def wakes(event: Event) -> bool:
-            # The caller's own events are already known to it; waiting is for collaborators.
-            return (wanted is None or event.type in wanted) and event.actor != caller.agent_id
+            # The caller's own events are already known to it and huddle's own (auto-checkpoints) are not
+            # news: waiting is for collaborators.
+            return (wanted is None or event.type in wanted) and event.actor not in (
+                caller.agent_id,
+                SYSTEM_ACTOR,
+            )
 
         page, _ = await self._stored_after(session_id, after_seq, limit)
         scanned = page[-1].seq if page else after_seq
