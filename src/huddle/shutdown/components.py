@@ -17,6 +17,7 @@ from .models import RecoveryRecording, RecoveryTask
 log = logging.getLogger("huddle.shutdown")
 
 NOT_READY_HOOKS = ("mark_not_ready", "begin_shutdown", "set_shutting_down")
+STOP_ACCEPTING_HOOKS = ("stop_accepting",)
 CLOSE_HOOKS = ("shutdown", "close", "aclose")
 RECORDING_SUSPEND_HOOKS = ("suspend_recordings", "suspend_for_shutdown")
 RECORDING_LIST_HOOKS = ("active_recordings", "list_active_recordings", "recording_sessions")
@@ -58,6 +59,12 @@ async def mark_not_ready(health: object, reason: str) -> bool:
     if not found and callable(getattr(health, "set_ready", None)):
         await call(getattr(health, "set_ready"), False)  # noqa: B009
         found = True
+    return found
+
+
+async def stop_accepting(server: object, reason: str) -> bool:
+    """Tell an HTTP server to take no new connections and to end its live streams (with a retry hint)."""
+    found, _ = await call_first(server, STOP_ACCEPTING_HOOKS, reason)
     return found
 
 

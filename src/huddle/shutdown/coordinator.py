@@ -72,14 +72,23 @@ class SessionGracefulShutdown:
         session_migration: object | None = None,
         health_check: object | None = None,
         handle_signals: bool | None = None,
+        http_server: object | None = None,
     ) -> Self:
-        """Attach the services to shut down (each optional) and install the signal handlers."""
+        """Attach the services to shut down (each optional) and install the signal handlers.
+
+        ``http_server``: an object with ``stop_accepting(reason)`` (called first when draining: stop taking
+        connections, end live streams with a retry hint) and ``close()`` (finish in-flight requests)."""
         if self._state is not None:
             raise ShutdownError("cannot initialize: a shutdown has already started")
         if self._closed:
             raise ShutdownError("cannot initialize a closed SessionGracefulShutdown")
         self._manager, self._redis = session_manager, redis
-        found = {"replay": session_replay, "migration": session_migration, "health": health_check}
+        found = {
+            "http": http_server,
+            "replay": session_replay,
+            "migration": session_migration,
+            "health": health_check,
+        }
         self._components = {name: value for name, value in found.items() if value is not None}
         del session_store  # accepted for the spec's signature; the manager owns its store
         self._signals.remove()
@@ -200,6 +209,11 @@ class SessionGracefulShutdown:
             self._reporter.emit("phase", phase, f"shutdown phase {phase.value}")
 
     async def _drain(self, state: ShutdownState) -> None:
+        http = self._components.get("http")
+        if http is not None:
+            await self._guard(
+                state, "stopping the HTTP server", components.stop_accepting(http, state.options.reason)
+            )
         health = self._components.get("health")
         if health is not None:
             await self._guard(
@@ -239,7 +253,7 @@ class SessionGracefulShutdown:
             await self._guard(state, "writing recovery data", self._write_recovery(state))
 
     async def _cleanup(self, state: ShutdownState) -> None:
-        for name in ("replay", "migration", "health"):
+        for name in ("http", "replay", "migration", "health"):
             component = self._components.get(name)
             if component is not None:
                 await self._guard(state, f"closing {name}", components.close_component(component))

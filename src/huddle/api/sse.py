@@ -1,0 +1,91 @@
+"""Server-Sent Events: frame encoding and a streaming response that notices disconnects and stuck readers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+SSE_MEDIA_TYPE = "text/event-stream"
+HEARTBEAT = b": heartbeat\n\n"
+
+
+def frame(
+    data: str, *, event: str | None = None, id: int | str | None = None, retry_ms: int | None = None
+) -> bytes:
+    """One SSE frame (``data`` must be a single line of JSON: the encoders here never emit newlines)."""
+    parts: list[str] = []
+    if retry_ms is not None:
+        parts.append(f"retry: {retry_ms}\n")
+    if id is not None:
+        parts.append(f"id: {id}\n")
+    if event is not None:
+        parts.append(f"event: {event}\n")
+    parts.append(f"data: {data}\n\n")
+    return "".join(parts).encode()
+
+
+class EventStreamResponse(Response):
+    """Sends the frames of ``stream``; stops when the client disconnects.
+
+    A send that takes longer than ``send_timeout`` (a reader that stopped reading while its socket buffer is
+    full) ends the response, so a stuck reader holds no memory or slot for long; ``on_close`` always runs."""
+
+    def __init__(
+        self,
+        stream: AsyncIterator[bytes],
+        *,
+        send_timeout: float,
+        on_close: Callable[[], None] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            None,
+            status_code=200,
+            media_type=SSE_MEDIA_TYPE,
+            headers={"cache-control": "no-store", "x-accel-buffering": "no", **(headers or {})},
+        )  # x-accel-buffering: proxies must not buffer the stream
+        self.stream = stream
+        self.send_timeout = send_timeout
+        self.on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._run(receive, send)
+        finally:
+            with contextlib.suppress(Exception):
+                await self.stream.aclose()  # type: ignore[attr-defined]
+            if self.on_close is not None:
+                self.on_close()
+
+    async def _run(self, receive: Receive, send: Send) -> None:
+        headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+        await send({"type": "http.response.start", "status": self.status_code, "headers": headers})
+        writer = asyncio.ensure_future(self._write(send))
+        listener = asyncio.ensure_future(self._listen(receive))
+        try:
+            await asyncio.wait({writer, listener}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (writer, listener):
+                task.cancel()
+            for task in (writer, listener):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if writer.done() and not writer.cancelled() and writer.exception() is None:
+            with contextlib.suppress(Exception):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _write(self, send: Send) -> None:
+        async for chunk in self.stream:
+            async with asyncio.timeout(self.send_timeout):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    @staticmethod
+    async def _listen(receive: Receive) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return

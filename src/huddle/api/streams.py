@@ -1,0 +1,271 @@
+"""The event streams: a session's events (catch-up then live), the lifecycle feed, and replay playback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..core.manager import SessionManager
+from ..errors import EventsTrimmedError, HuddleError, SessionNotFoundError
+from ..replay import SessionReplay
+from ..replay.models import ReplayFrame, ReplayOptions
+from .fanout import Encoded, Fanout, Subscriber, event_frame
+from .limits import StreamSlots
+from .problems import problem_body
+from .sse import HEARTBEAT, frame
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """Bounds and timing of the event streams."""
+
+    heartbeat: float = 15.0
+    """Seconds between heartbeat comments on an idle stream."""
+    buffer_events: int = 1024
+    """Events a stream may have queued; a reader further behind is closed with its resume id."""
+    max_streams: int = 1000
+    """Event streams this process serves at once (503 beyond)."""
+    retry_ms: int = 2000
+    """The reconnect delay suggested to clients (the SSE ``retry`` field)."""
+    send_timeout: float = 30.0
+    """Seconds a single write may block (a reader that stopped reading) before the stream is dropped."""
+    page: int = 500
+    """Events read from the log per request while catching up."""
+
+
+def error_frame(error: HuddleError, **extra: Any) -> bytes:
+    """A typed ``error`` frame: the problem document of ``error`` plus ``extra`` (e.g. ``resume_from_seq``)."""
+    body = problem_body(error).model_dump(mode="json")
+    body.update(extra)
+    return frame(json.dumps(body, separators=(",", ":")), event="error")
+
+
+class SlowReaderError(HuddleError):
+    """The reader fell further behind than the stream's buffer; reconnect with the resume id."""
+
+    code = "slow_reader"
+
+
+class StreamService:
+    """Serves every live stream of one app; ``close_all`` ends them with a retry hint (shutdown)."""
+
+    def __init__(self, manager: SessionManager, settings: StreamSettings | None = None) -> None:
+        self.manager = manager
+        self.settings = settings or StreamSettings()
+        self.fanout = Fanout(manager)
+        self.slots = StreamSlots(self.settings.max_streams)
+        self.closing = False
+        self._replay_waiters: set[asyncio.Event] = set()
+
+    def close_all(self) -> None:
+        """Make every stream send a ``shutdown`` frame with a retry hint and end; refuse new ones."""
+        self.closing = True
+        self.fanout.wake_all()
+        for waiter in self._replay_waiters:
+            waiter.set()
+
+    def _shutdown_frame(self, **extra: Any) -> bytes:
+        body = {"code": "shutting_down", "retry_ms": self.settings.retry_ms, **extra}
+        return frame(json.dumps(body), event="shutdown", retry_ms=self.settings.retry_ms)
+
+    # -- a session's events -------------------------------------------------------------------------------
+    async def session_events(
+        self, session_id: str, from_seq: int, *, completed: bool = False
+    ) -> AsyncIterator[bytes]:
+        """Every event from ``from_seq`` on, exactly once and in order, then ``completed`` when it completes.
+
+        ``completed``: the session was already completed when the stream was asked for (no live part)."""
+        next_seq = max(from_seq, 1)
+        yield f"retry: {self.settings.retry_ms}\n\n".encode()
+        if completed:
+            ended: Subscriber[Encoded] = Subscriber(1)
+            ended.end(None)
+            try:
+                chunk, next_seq, _ = await self._ending(session_id, ended, next_seq)
+            except HuddleError as exc:
+                chunk = error_frame(exc, resume_from_seq=next_seq)
+            yield chunk
+            return
+        while True:
+            hub, sub = await self.fanout.session(session_id, self.settings.buffer_events)
+            try:
+                caught_up = False
+                while not caught_up:  # catch-up from the log; the hub queues what arrives meanwhile
+                    chunk, next_seq, caught_up = await self._from_log(session_id, next_seq, None)
+                    if chunk:
+                        yield chunk
+                    if sub.overflowed:
+                        sub.reset()  # the log still holds everything: keep catching up
+                while True:
+                    if self.closing:
+                        yield self._shutdown_frame(resume_from_seq=next_seq)
+                        return
+                    if sub.overflowed:
+                        error = SlowReaderError(f"the reader fell more than {sub.capacity} events behind")
+                        yield error_frame(error, resume_from_seq=next_seq)
+                        return
+                    if sub.items:
+                        chunk, next_seq = await self._drain(session_id, sub, next_seq)
+                        if chunk:
+                            yield chunk
+                        continue
+                    if sub.ended:
+                        chunk, next_seq, final = await self._ending(session_id, sub, next_seq)
+                        if chunk:
+                            yield chunk
+                        if final:
+                            return
+                        break  # the hub stopped but the session goes on: follow a new hub
+                    if not await sub.wait(self.settings.heartbeat):
+                        yield HEARTBEAT
+            except EventsTrimmedError as exc:
+                yield error_frame(exc, resume_from_seq=next_seq)
+                return
+            except HuddleError as exc:
+                yield error_frame(exc, resume_from_seq=next_seq)
+                return
+            finally:
+                hub.remove(sub)
+
+    async def _from_log(self, session_id: str, next_seq: int, to_seq: int | None) -> tuple[bytes, int, bool]:
+        """One page of the log from ``next_seq``: (frames, next seq, whether the log is exhausted)."""
+        page = self.settings.page
+        events = await self.manager.get_events(session_id, next_seq, to_seq, page)
+        if events and events[0].seq != next_seq:
+            raise EventsTrimmedError(
+                f"events {next_seq}..{events[0].seq - 1} of session {session_id!r} were trimmed",
+                session_id=session_id, first_available=events[0].seq,
+            )  # fmt: skip
+        chunk = b"".join(event_frame(event) for event in events)
+        if events:
+            next_seq = events[-1].seq + 1
+        return chunk, next_seq, len(events) < page
+
+    async def _drain(self, session_id: str, sub: Subscriber[Encoded], next_seq: int) -> tuple[bytes, int]:
+        """Everything queued, as one chunk (a gap, which a hub started late could leave, is read from the log)."""
+        parts: list[bytes] = []
+        while sub.items:
+            seq, data = sub.items.popleft()
+            if seq < next_seq:
+                continue
+            while seq > next_seq:
+                chunk, next_seq, _ = await self._from_log(session_id, next_seq, seq - 1)
+                parts.append(chunk)
+            parts.append(data)
+            next_seq = seq + 1
+        return b"".join(parts), next_seq
+
+    async def _ending(
+        self, session_id: str, sub: Subscriber[Encoded], next_seq: int
+    ) -> tuple[bytes, int, bool]:
+        """Once the hub ended: the rest of the log, then ``completed`` or an error; (frames, next seq, final)."""
+        if isinstance(sub.error, HuddleError):
+            return error_frame(sub.error, resume_from_seq=next_seq), next_seq, True
+        if sub.error is not None:
+            return error_frame(HuddleError("the event feed failed"), resume_from_seq=next_seq), next_seq, True
+        parts: list[bytes] = []
+        try:
+            exhausted = False
+            while not exhausted:
+                chunk, next_seq, exhausted = await self._from_log(session_id, next_seq, None)
+                parts.append(chunk)
+            document = await self.manager.get_session(session_id)
+        except SessionNotFoundError as exc:
+            return b"".join(parts) + error_frame(exc, resume_from_seq=next_seq), next_seq, True
+        if document.status != "completed":
+            return b"".join(parts), next_seq, False
+        body = {"session_id": session_id, "last_seq": document.last_seq, "state": document.state}
+        return b"".join(parts) + frame(json.dumps(body), event="completed"), next_seq, True
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+    async def lifecycle(self) -> AsyncIterator[bytes]:
+        """Lifecycle notices of every session as they happen (not replayed after a reconnect)."""
+        yield f"retry: {self.settings.retry_ms}\n\n".encode()
+        hub, sub = self.fanout.lifecycle(self.settings.buffer_events)
+        try:
+            while True:
+                if self.closing:
+                    yield self._shutdown_frame()
+                    return
+                if sub.overflowed:
+                    yield error_frame(
+                        SlowReaderError(f"the reader fell more than {sub.capacity} notices behind")
+                    )
+                    return
+                if sub.items:
+                    yield b"".join(data for _, data in (sub.items.popleft() for _ in range(len(sub.items))))
+                    continue
+                if sub.ended:
+                    yield error_frame(
+                        sub.error if isinstance(sub.error, HuddleError) else HuddleError("the feed ended")
+                    )
+                    return
+                if not await sub.wait(self.settings.heartbeat):
+                    yield HEARTBEAT
+        finally:
+            hub.remove(sub)
+
+    # -- replay playback ------------------------------------------------------------------------------------
+    async def replay_frames(
+        self, replay: SessionReplay, replay_id: str, options: ReplayOptions
+    ) -> AsyncIterator[bytes]:
+        """A recording's frames, paced by ``options.speed``, as ``frame`` events; ``end`` when done."""
+        session = await replay.start_replay(replay_id, options)
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=64)
+        stop = asyncio.Event()
+        self._replay_waiters.add(stop)
+
+        async def deliver(item: ReplayFrame, _: int) -> None:
+            await queue.put(
+                frame(json.dumps(frame_json(item, session.info.session_id)), event="frame", id=item.index)
+            )
+
+        async def produce() -> None:
+            try:
+                count = await replay.play_replay(session, deliver, options)
+                await queue.put(frame(json.dumps({"replay_id": replay_id, "frames": count}), event="end"))
+            except HuddleError as exc:
+                await queue.put(error_frame(exc))
+            finally:
+                await queue.put(None)
+
+        task = asyncio.get_running_loop().create_task(produce())
+        try:
+            while True:
+                getter = asyncio.ensure_future(queue.get())
+                stopper = asyncio.ensure_future(stop.wait())
+                done, _ = await asyncio.wait({getter, stopper}, timeout=self.settings.heartbeat,
+                                             return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                stopper.cancel()
+                if getter not in done:
+                    getter.cancel()
+                    if self.closing:
+                        yield self._shutdown_frame()
+                        return
+                    yield HEARTBEAT
+                    continue
+                item = getter.result()
+                if item is None:
+                    return
+                yield item
+        finally:
+            self._replay_waiters.discard(stop)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+def frame_json(item: ReplayFrame, session_id: str) -> dict[str, Any]:
+    """A replay frame as JSON: index, seq, time, the event and the reconstructed session state."""
+    return {
+        "index": item.index,
+        "seq": item.seq,
+        "at": item.at.isoformat(),
+        "event": item.event.to_event(session_id).model_dump(mode="json", by_alias=True),
+        "state": item.state.to_dict(),
+        "checksum": item.checksum,
+    }  # fmt: skip
