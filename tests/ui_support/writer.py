@@ -4,7 +4,8 @@ Usage: ``python writer.py REDIS_URL NAMESPACE`` then one JSON command per stdin 
 per line (flushed) so the test can go on as soon as a step is acknowledged:
 ``{"op": "create", "session_id", "agent_id", "metadata"?}``, ``{"op": "join", "session_id", "agent_id"}``,
 ``{"op": "emit", "session_id", "actor", "events": [...]}``, ``{"op": "record", "session_id"}`` (records the
-whole log from seq 1 and stops; prints the replay id), ``{"op": "complete", "session_id", "actor"}``."""
+whole log from seq 1 and stops; prints the replay id), ``{"op": "get", "session_id"}`` (the document),
+``{"op": "complete", "session_id", "actor"}``."""
 
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ async def run(manager: SessionManager, command: dict[str, Any]) -> dict[str, Any
         async with SessionReplay(manager) as replay:
             await replay.start_recording(sid, from_start=True, follow=False)
             return {"replay_id": await replay.stop_recording(sid)}
+    if op == "get":
+        return (await manager.get_session(sid)).model_dump(mode="json")
     if op == "complete":
         return {"seq": await manager.complete_session(sid, command["actor"])}
     raise ValueError(f"unknown op {op!r}")

@@ -80,6 +80,7 @@ export function setConn(state) {
   if (!el) return;
   el.textContent = state;
   el.dataset.state = state;
+  el.hidden = false;
 }
 
 /** Where a console page lives: uiPath("sessions", id). */

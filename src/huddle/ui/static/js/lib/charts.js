@@ -21,7 +21,7 @@ function frame(container, label) {
 function formatNumber(value) {
   if (!Number.isFinite(value)) return "–";
   if (Math.abs(value) >= 1000) return `${(value / 1000).toFixed(1)}k`;
-  if (Math.abs(value) >= 10) return value.toFixed(0);
+  if (Math.abs(value) >= 10 || Number.isInteger(value)) return value.toFixed(0);
   return value.toFixed(value === 0 ? 0 : 2);
 }
 

@@ -20,7 +20,7 @@ export function h(tag, props = {}, ...children) {
 
 /** Append nodes or strings (as text nodes) to el. */
 export function append(el, children) {
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null || child === false) continue;
     el.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
