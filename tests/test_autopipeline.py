@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from cut_proxy import CutProxy
-from redis.exceptions import ResponseError
+from redis.exceptions import DataError, ResponseError
 
 from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
 from huddle.backend.autopipeline import AutoPipeline, batchable, batcher_of
@@ -102,6 +102,23 @@ async def test_an_error_reply_reaches_only_its_caller(manager: SessionManager) -
     seqs = [outcome for n, outcome in enumerate(outcomes) if n not in (5, 6)]
     assert sorted(seqs) == list(range(2, 12))  # type: ignore[type-var]
     assert "intruder" not in (await tags_by_seq(manager, sid)).values()
+
+
+async def test_an_argument_that_cannot_be_sent_fails_only_its_caller(
+    redis_server: EmbeddedRedis, namespace: str
+) -> None:
+    client = create_client(SessionManagerConfig(redis_url=redis_server.url))
+    try:
+        calls = [client.set(f"{namespace}:k{n}", n) for n in range(3)]
+        calls.append(client.set(f"{namespace}:bad", True))  # redis-py refuses bools (DataError)
+        calls += [client.set(f"{namespace}:k{n}", n) for n in range(3, 6)]
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        assert isinstance(outcomes[3], DataError)
+        assert outcomes[:3] + outcomes[4:] == [True] * 6
+        assert await client.exists(f"{namespace}:bad") == 0
+        assert await client.get(f"{namespace}:k5") == "5"
+    finally:
+        await client.aclose()
 
 
 async def test_a_caller_cancelled_before_its_batch_is_sent_is_dropped_and_the_others_complete(

@@ -25,12 +25,20 @@ Blocking commands (``WAIT``, ``XREAD ... BLOCK``, ``BLPOP``...) and connection-s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+
+_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # redis[hiredis] brings it; without it redis-py's packer is used
+    _hiredis_pack = None
+
+_UTF8 = frozenset({"utf-8", "utf8"})
 
 IN_FLIGHT = 2
 """Batches on the wire at once (each on its own pooled connection): while the server runs one, the client reads
@@ -66,6 +74,38 @@ def batchable(args: tuple[Any, ...]) -> bool:
 
 
 _Call = tuple[tuple[Any, ...], dict[str, Any], "asyncio.Future[Any]"]
+
+
+def _pack(conn: Any, calls: list[_Call]) -> tuple[list[bytes], list[_Call]]:
+    """The wire form of the calls' commands, and the calls that made it (a command that cannot be encoded fails
+    its own caller only). hiredis' C packer when the connection encodes text as strict UTF-8 (redis-py's own
+    packer costs ~13 µs for an emit's 25 arguments, hiredis ~2 µs); redis-py's otherwise, and for any argument
+    type hiredis refuses (redis-py then raises its own error for it, e.g. ``DataError``)."""
+    encoder = conn.encoder
+    fast = (
+        _hiredis_pack if encoder.encoding.lower() in _UTF8 and encoder.encoding_errors == "strict" else None
+    )
+    chunks: list[bytes] = []
+    kept: list[_Call] = []
+    for call in calls:
+        args = call[0]
+        try:
+            if fast is not None:
+                name = args[0]
+                if isinstance(name, str) and " " in name:  # "SCRIPT LOAD": the server wants two arguments
+                    args = (*name.split(), *args[1:])
+                try:
+                    chunks.append(fast(args))
+                except (TypeError, ValueError):  # (UnicodeError is a ValueError) let redis-py decide
+                    chunks.extend(conn.pack_command(*call[0]))
+            else:
+                chunks.extend(conn.pack_command(*args))
+        except Exception as exc:
+            if not call[2].done():
+                call[2].set_exception(exc)
+            continue
+        kept.append(call)
+    return chunks, kept
 
 
 class AutoPipeline:
@@ -141,10 +181,13 @@ class AutoPipeline:
             if not live:
                 pending = []
                 return
+            packed, live = _pack(conn, live)
             pending = live
+            if not live:
+                return
             self.batches += 1
             self.commands += len(live)
-            await conn.send_packed_command(conn.pack_commands(call[0] for call in live))
+            await conn.send_packed_command(packed)
             for index, (args, options, future) in enumerate(live):
                 try:
                     # parse_response pops options it consumed: give it a copy, a re-send needs them again
