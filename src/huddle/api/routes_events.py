@@ -14,6 +14,7 @@ from .problems import InvalidRequestError, error_responses
 from .routes_sessions import etag
 from .schemas import ID_RE, MAX_BATCH, Emitted, EmittedBatch, EventPage, EventSubmission
 from .sse import SSE_MEDIA_TYPE, EventStreamResponse
+from .streams import with_retry_hint
 
 router = APIRouter(prefix="/v1", tags=["events"])
 Ctx = Annotated[ApiContext, Depends(context)]
@@ -126,7 +127,10 @@ async def stream_events(
         raise ShuttingDownError("the server is shutting down; reconnect to another instance")
     document = await ctx.manager.get_session(session_id)
     streams.slots.take()
-    body = streams.session_events(session_id, start, completed=document.status == "completed")
+    body = with_retry_hint(
+        streams.session_events(session_id, start, completed=document.status == "completed"),
+        streams.settings.retry_ms,
+    )
     return EventStreamResponse(
         body, send_timeout=streams.settings.send_timeout, on_close=streams.slots.give_back
     )
@@ -140,5 +144,7 @@ async def stream_lifecycle(ctx: Ctx, who: Caller) -> Response:
         raise ShuttingDownError("the server is shutting down; reconnect to another instance")
     streams.slots.take()
     return EventStreamResponse(
-        streams.lifecycle(), send_timeout=streams.settings.send_timeout, on_close=streams.slots.give_back
+        with_retry_hint(streams.lifecycle(), streams.settings.retry_ms),
+        send_timeout=streams.settings.send_timeout,
+        on_close=streams.slots.give_back,
     )

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
+from ..core.manager import SYSTEM_ACTOR
 from ..errors import SessionNotFoundError
 from ..models import Checkpoint, FailureSnapshot, SessionDocument, SessionStats
 from .auth import Identity, default_actor, require_writer
@@ -142,9 +143,9 @@ async def complete(session_id: SessionId, ctx: Ctx, who: Caller, body: ActorBody
 async def create_checkpoint(
     session_id: SessionId, ctx: Ctx, who: Caller, response: Response, body: CheckpointBody | None = None
 ) -> Checkpoint:
-    """Store the session's state now; returns the checkpoint."""
+    """Store the session's state now; returns the checkpoint (``actor``: the token's agent, else huddle's)."""
     body = body or CheckpointBody()
-    actor = default_actor(who, body.actor)
+    actor = body.actor or who.agent_id or SYSTEM_ACTOR
     require_writer(who, actor)
     checkpoint_id = await ctx.manager.checkpoint(
         session_id, actor=actor, reason=body.reason, force_snapshot=body.force_snapshot
@@ -184,7 +185,10 @@ async def list_failure_snapshots(
     "/failure-snapshots/{session_id}/{snapshot_id}", response_model=FailureSnapshot, responses=READ_ERRORS
 )
 async def get_failure_snapshot(
-    session_id: SessionId, snapshot_id: Annotated[str, Path(pattern=ID_RE)], ctx: Ctx, who: Caller
+    session_id: SessionId,
+    snapshot_id: Annotated[str, Path(pattern=r"^[0-9]{1,20}-[0-9]{1,20}$", description="a stream entry id")],
+    ctx: Ctx,
+    who: Caller,
 ) -> FailureSnapshot:
     """One failure snapshot."""
     found = await ctx.manager.get_failure_snapshot(session_id, snapshot_id)

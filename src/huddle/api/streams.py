@@ -50,6 +50,21 @@ class SlowReaderError(HuddleError):
     code = "slow_reader"
 
 
+async def with_retry_hint(stream: AsyncIterator[bytes], retry_ms: int) -> AsyncIterator[bytes]:
+    """``stream`` with the SSE ``retry`` field put in its first event (a block of its own would be dispatched
+    as an empty event by some clients)."""
+    hinted = False
+    try:
+        async for chunk in stream:
+            if not hinted and not chunk.startswith(b":"):
+                hinted = True
+                if not chunk.startswith(b"retry:"):
+                    chunk = f"retry: {retry_ms}\n".encode() + chunk
+            yield chunk
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+
+
 class StreamService:
     """Serves every live stream of one app; ``close_all`` ends them with a retry hint (shutdown)."""
 
@@ -80,7 +95,6 @@ class StreamService:
 
         ``completed``: the session was already completed when the stream was asked for (no live part)."""
         next_seq = max(from_seq, 1)
-        yield f"retry: {self.settings.retry_ms}\n\n".encode()
         if completed:
             ended: Subscriber[Encoded] = Subscriber(1)
             ended.end(None)
@@ -184,7 +198,6 @@ class StreamService:
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def lifecycle(self) -> AsyncIterator[bytes]:
         """Lifecycle notices of every session as they happen (not replayed after a reconnect)."""
-        yield f"retry: {self.settings.retry_ms}\n\n".encode()
         hub, sub = self.fanout.lifecycle(self.settings.buffer_events)
         try:
             while True:
