@@ -14,9 +14,10 @@ WRITER = Path(__file__).with_name("writer.py")
 class WriterProcess:
     """A separate Python process that writes sessions through the library (not through the browser's API)."""
 
-    def __init__(self, redis_url: str, namespace: str) -> None:
+    def __init__(self, redis_url: str, namespace: str, max_events_per_session: int | None = None) -> None:
+        extra = [] if max_events_per_session is None else [str(max_events_per_session)]
         self.process = subprocess.Popen(
-            [sys.executable, str(WRITER), redis_url, namespace],
+            [sys.executable, str(WRITER), redis_url, namespace, *extra],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -1,6 +1,6 @@
 """A writer in its own process: creates sessions, appends events and records them through the library.
 
-Usage: ``python writer.py REDIS_URL NAMESPACE`` then one JSON command per stdin line; prints one JSON result
+Usage: ``python writer.py REDIS_URL NAMESPACE [MAX_EVENTS_PER_SESSION]`` then one JSON command per stdin line; prints one JSON result
 per line (flushed) so the test can go on as soon as a step is acknowledged:
 ``{"op": "create", "session_id", "agent_id", "metadata"?}``, ``{"op": "join", "session_id", "agent_id"}``,
 ``{"op": "emit", "session_id", "actor", "events": [...]}``, ``{"op": "record", "session_id"}`` (records the
@@ -41,8 +41,9 @@ async def run(manager: SessionManager, command: dict[str, Any]) -> dict[str, Any
     raise ValueError(f"unknown op {op!r}")
 
 
-async def main(redis_url: str, namespace: str) -> None:
-    config = SessionManagerConfig(redis_url=redis_url, namespace=namespace)
+async def main(redis_url: str, namespace: str, max_events: int | None) -> None:
+    extra = {} if max_events is None else {"max_events_per_session": max_events}
+    config = SessionManagerConfig(redis_url=redis_url, namespace=namespace, **extra)
     async with SessionManager(config) as manager:
         loop = asyncio.get_running_loop()
         while line := await loop.run_in_executor(None, sys.stdin.readline):
@@ -56,4 +57,4 @@ async def main(redis_url: str, namespace: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else None))

@@ -4,7 +4,7 @@
 import { ApiError, apiPath, banner, getJSON } from "../lib/api.js";
 import { ago, byId, h, idFromPath, json, markNav, replace, shortTime, stateBadge } from "../lib/dom.js";
 import { follow } from "../lib/sse.js";
-import { agentsOf, entitiesOf, listOf, transitionOf } from "../lib/util.js";
+import { agentsOf, debounce, entitiesOf, listOf, transitionOf } from "../lib/util.js";
 
 const ROW = 32; // px; equals .tl-row height in console.css
 const PAGE = 500; // events per history request
@@ -184,7 +184,8 @@ function applyLive(event) {
     model.doc = { ...model.doc, last_seq: model.lastSeq, updated_at: event.timestamp ?? model.doc.updated_at };
     showSummary(model.doc);
   }
-  if (["join", "leave", "checkpoint"].includes(event.type)) refreshSide();
+  // Members, checkpoints and failure snapshots change with these: re-read them (debounced, bursts are common).
+  if (transition || ["join", "leave", "checkpoint"].includes(event.type)) refreshSideSoon();
   schedule();
 }
 
@@ -217,6 +218,8 @@ async function refreshSide() {
   fillList("snapshots", full, model.snapshots, "snapshot_id", snapshotPath);
   schedule();
 }
+
+const refreshSideSoon = debounce(refreshSide, 300);
 
 function fillList(elementId, items, bySeq, idKey, pathOf) {
   bySeq.clear();
