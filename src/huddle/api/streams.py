@@ -112,8 +112,9 @@ class StreamService:
                     chunk, next_seq, caught_up = await self._from_log(session_id, next_seq, None)
                     if chunk:
                         yield chunk
-                    if sub.overflowed:
-                        sub.reset()  # the log still holds everything: keep catching up
+                    if sub.overflowed:  # the log still holds everything: read on from it
+                        sub.reset()
+                        caught_up = False
                 while True:
                     if self.closing:
                         yield self._shutdown_frame(resume_from_seq=next_seq)
