@@ -142,9 +142,10 @@ def test_sign_in_never_redirects_out_of_the_console(client: TestClient, target: 
     assert response.headers["location"] == "/ui/"
 
 
-def test_cross_site_sign_in_is_refused(client: TestClient) -> None:
+@pytest.mark.parametrize("origin", ["https://evil.example", "null"])
+def test_cross_site_sign_in_is_refused(client: TestClient, origin: str) -> None:
     response = client.post(
-        "/ui/login", data={"token": "t"}, headers={"origin": "https://evil.example"}, follow_redirects=False
+        "/ui/login", data={"token": "t"}, headers={"origin": origin}, follow_redirects=False
     )
     assert response.status_code == 403 and "set-cookie" not in response.headers
 

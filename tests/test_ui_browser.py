@@ -312,3 +312,36 @@ def render_big_session(server: ConsoleServer, writer: WriterProcess, browser: Br
     print(
         f"\n10,000-event session: first render {first_render} ms after navigation start; jump to seq {target} {jump_ms:.0f} ms"
     )
+
+
+def test_with_tokens_the_console_asks_for_one_and_keeps_it_from_scripts(
+    redis_server: EmbeddedRedis, browser: Browser
+) -> None:
+    token = f"observer-{uuid.uuid4().hex}"
+    guarded = ConsoleServer(
+        redis_server.url, f"uitok{uuid.uuid4().hex[:8]}", env={"HUDDLE_API_TOKENS": f"observer={token}"}
+    )
+    writer = WriterProcess(redis_server.url, guarded.namespace)
+    try:
+        session_id = new_id("guarded")
+        writer.do("create", session_id=session_id, agent_id="alice")
+        browser.get(guarded.url("/ui/"))
+        browser.wait_until(lambda: "needs a token" in browser.texts("#banner")[0], "the sign-in banner")
+        assert browser.texts("#sessions-body tr") == []
+        browser.js("document.querySelector('#banner a').click();")
+        browser.wait_until(lambda: browser.js("return location.pathname") == "/ui/login", "the sign-in page")
+        screenshot(browser, "console-login.png")
+        browser.js(
+            "document.getElementById('token').value = arguments[0]; document.getElementById('login-form').submit();",
+            token,
+        )
+        browser.wait_until(lambda: browser.texts(f"tr[data-session='{session_id}']"), "the sessions, signed in")
+        assert browser.js("return location.pathname") == "/ui/"
+        assert browser.js("return document.cookie") == ""  # HttpOnly: no page script can read the token
+        assert token not in browser.driver.page_source
+        cookie = browser.driver.get_cookie("huddle_token")
+        assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    finally:
+        browser.driver.delete_all_cookies()
+        writer.close()
+        guarded.stop()

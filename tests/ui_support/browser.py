@@ -95,7 +95,8 @@ class Browser:
 
     def console_errors(self) -> list[str]:
         """Severe browser console entries since the last call (CSP violations, script errors)."""
-        return [e["message"] for e in self.driver.get_log("browser") if e.get("level") == "SEVERE"]
+        entries: list[dict[str, Any]] = self.driver.get_log("browser")  # type: ignore[no-untyped-call]
+        return [str(e["message"]) for e in entries if e.get("level") == "SEVERE"]
 
     def screenshot(self, path: str) -> None:
         """Save a PNG of the viewport."""

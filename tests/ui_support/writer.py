@@ -42,8 +42,10 @@ async def run(manager: SessionManager, command: dict[str, Any]) -> dict[str, Any
 
 
 async def main(redis_url: str, namespace: str, max_events: int | None) -> None:
-    extra = {} if max_events is None else {"max_events_per_session": max_events}
-    config = SessionManagerConfig(redis_url=redis_url, namespace=namespace, **extra)
+    values: dict[str, Any] = {"redis_url": redis_url, "namespace": namespace}
+    if max_events is not None:
+        values["max_events_per_session"] = max_events
+    config = SessionManagerConfig(**values)
     async with SessionManager(config) as manager:
         loop = asyncio.get_running_loop()
         while line := await loop.run_in_executor(None, sys.stdin.readline):
