@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,6 +10,9 @@ from typing import Any
 
 from mcp import Client, StdioServerParameters
 from mcp_types import CallToolResult
+
+PASS_ENV = {k: os.environ[k] for k in ("PYTHONPATH", "COVERAGE_PROCESS_START") if k in os.environ}
+"""MCP clients give servers a minimal environment; keep the import path so the server runs this same code."""
 
 CONTRACT_TOOLS = {
     "create_session", "join_session", "leave_session", "list_sessions", "get_session", "post_event", "handoff",
@@ -21,7 +25,7 @@ def stdio_params(agent_id: str, redis_url: str, namespace: str, **env: str) -> S
     return StdioServerParameters(
         command=sys.executable,
         args=["-m", "huddle", "mcp", "--agent-id", agent_id],
-        env={"HUDDLE_REDIS_URL": redis_url, "HUDDLE_NAMESPACE": namespace, **env},
+        env={"HUDDLE_REDIS_URL": redis_url, "HUDDLE_NAMESPACE": namespace, **PASS_ENV, **env},
     )
 
 

@@ -63,7 +63,7 @@ def event_line(event: Event) -> str:
     line = f"#{event.seq} {event.type} by {event.actor}"
     if event.state_transition is not None:
         line += f" [{event.state_transition.from_state} -> {event.state_transition.to}]"
-    info = event.change_info
+    info = event.change_info if event.type != "handoff" else None  # a handoff's line names its target
     if info is not None:
         line += f" {info.operation} {info.element_type}"
         if info.entity_ids:
@@ -72,7 +72,7 @@ def event_line(event: Event) -> str:
         if info.description:
             line += f": {info.description}"
     data = event.data or {}
-    if info is None and isinstance(data.get("description"), str):
+    if event.change_info is None and isinstance(data.get("description"), str):
         line += f": {data['description']}"
     if event.type == "handoff" and "to_agent" in data:
         line += f" -> {data['to_agent']}" + (f": {data['note']}" if data.get("note") else "")
