@@ -310,7 +310,8 @@ def render_big_session(server: ConsoleServer, writer: WriterProcess, browser: Br
     )
     jump_ms = (time.perf_counter() - started) * 1000
     print(
-        f"\n10,000-event session: first render {first_render} ms after navigation start; jump to seq {target} {jump_ms:.0f} ms"
+        f"\n10,000-event session: first render {first_render} ms after navigation start; {len(rows)} rows in the DOM;"
+        f" jump to seq {target} {jump_ms:.0f} ms"
     )
 
 
@@ -335,7 +336,9 @@ def test_with_tokens_the_console_asks_for_one_and_keeps_it_from_scripts(
             "document.getElementById('token').value = arguments[0]; document.getElementById('login-form').submit();",
             token,
         )
-        browser.wait_until(lambda: browser.texts(f"tr[data-session='{session_id}']"), "the sessions, signed in")
+        browser.wait_until(
+            lambda: browser.texts(f"tr[data-session='{session_id}']"), "the sessions, signed in"
+        )
         assert browser.js("return location.pathname") == "/ui/"
         assert browser.js("return document.cookie") == ""  # HttpOnly: no page script can read the token
         assert token not in browser.driver.page_source
