@@ -208,6 +208,21 @@ async def test_with_retries_a_cut_mid_batch_is_healed_by_resending_only_the_unre
         assert await gapless(manager, sid)
 
 
+async def test_a_batch_whose_request_is_cut_fails_its_callers_and_the_next_batch_reconnects(
+    proxy: CutProxy, make_config: Callable[..., SessionManagerConfig]
+) -> None:
+    async with SessionManager(make_config(redis_url=proxy.url, retry_attempts=0)) as manager:
+        sid = await manager.create_session("alpha")
+        await manager.emit_event(sid, marked("warm-up"), "alpha")
+        proxy.cut_on_request(b"EVALSHA")  # the request never reaches the server
+        outcomes = await asyncio.gather(
+            *(manager.emit_event(sid, marked(f"lost{n}"), "alpha") for n in range(5)), return_exceptions=True
+        )
+        assert all(isinstance(outcome, RedisUnavailableError) for outcome in outcomes)
+        assert await manager.emit_event(sid, marked("next"), "alpha") == 3  # nothing of the cut batch ran
+        assert sorted((await tags_by_seq(manager, sid)).values()) == ["next", "warm-up"]
+
+
 async def test_blocking_commands_bypass_the_queue(redis_server: EmbeddedRedis, namespace: str) -> None:
     client = create_client(SessionManagerConfig(redis_url=redis_server.url))
     try:
