@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -120,3 +121,22 @@ async def test_session_and_timeline_resources_and_the_coordinate_prompt(manager:
         prompt = await a.get_prompt("coordinate", {"session_id": sid})
         text = prompt.messages[0].content.text  # type: ignore[union-attr]
         assert sid in text and "wait_for_events" in text and "handoff" in text
+
+
+async def test_a_listened_session_announces_resource_updates_when_another_agent_writes(
+    manager: SessionManager,
+) -> None:
+    async with as_agent(manager, "agent-a") as a:
+        sid = (await call_ok(a, "create_session"))["session_id"]
+        await manager.join_session(sid, "agent-b")
+        document, timeline = f"huddle://sessions/{sid}", f"huddle://sessions/{sid}/timeline"
+        async with a.listen(resource_subscriptions=[document, timeline]) as updates:
+            await manager.emit_event(sid, {"type": "modified"}, "agent-b")
+            announced: set[str] = set()
+            async with asyncio.timeout(30):  # generous bound, not a timing claim
+                async for event in updates:
+                    announced.add(event.uri)  # type: ignore[union-attr]
+                    if announced == {document, timeline}:
+                        break
+        timeline_text = (await a.read_resource(timeline)).contents[0].text  # type: ignore[union-attr]
+        assert "modified by agent-b" in timeline_text

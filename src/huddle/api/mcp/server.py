@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
+from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
@@ -28,6 +29,7 @@ from .schemas import (
     ToolErrorBody,
 )
 from .tools import Caller, HuddleTools, ToolRefused, error_text, event_line
+from .watch import SessionWatch
 
 log = logging.getLogger("huddle.api.mcp")
 
@@ -337,8 +339,15 @@ TOOL_DESCRIPTIONS: dict[str, tuple[str, bool]] = {
 
 def create_mcp_server(manager: SessionManager, identify: Identify) -> MCPServer:
     """An ``MCPServer`` whose tools act through ``manager`` as the caller ``identify`` returns."""
+    bus = InMemorySubscriptionBus()
     server: MCPServer = MCPServer(
-        "huddle", title="huddle sessions", instructions=INSTRUCTIONS, version=__version__, log_level="WARNING"
+        "huddle",
+        title="huddle sessions",
+        instructions=INSTRUCTIONS,
+        version=__version__,
+        log_level="WARNING",
+        subscriptions=bus,
+        middleware=[SessionWatch(manager, bus)],
     )
     door = HuddleMcp(manager, identify)
     for name, (description, read_only) in TOOL_DESCRIPTIONS.items():
