@@ -110,6 +110,15 @@ def test_sessions_page_shows_a_session_another_process_creates(
     screenshot(browser, "console-sessions.png")
     assert browser.alert_text() is None
 
+    browser.get(server.url("/ui/?agent=carol"))  # filters come from the URL and go to the API
+    browser.wait_until(lambda: browser.texts(f"tr[data-session='{other}']"), "carol's session")
+    assert browser.js(
+        "return [...document.querySelectorAll('#sessions-body tr')].map(r => r.dataset.session)"
+    ) == [other]
+    browser.get(server.url("/ui/?state=working"))
+    browser.wait_until(lambda: browser.texts(f"tr[data-session='{session_id}']"), "the working session")
+    assert browser.texts(f"tr[data-session='{other}']") == []
+
 
 def test_session_page_shows_events_live_in_order_with_one_lane_per_agent(
     server: ConsoleServer, writer: WriterProcess, browser: Browser
@@ -164,6 +173,41 @@ def test_session_page_shows_events_live_in_order_with_one_lane_per_agent(
     browser.js("document.querySelector('.tl-row[data-seq=\"4\"] .ev').click();")
     assert '"to": "broken"' in browser.texts("#detail")[0]
     screenshot(browser, "console-session.png")
+
+
+def test_timeline_follows_the_tail_unless_scrolled_up_and_opens_checkpoints(
+    server: ConsoleServer, writer: WriterProcess, browser: Browser
+) -> None:
+    session_id = new_id("tail")
+    writer.do("create", session_id=session_id, agent_id="alice")
+    last = writer.do(
+        "emit", session_id=session_id, actor="alice", events=[modified(f"m{i}.py") for i in range(80)]
+    )
+    browser.get(server.url(f"/ui/sessions/{session_id}"))
+    at_bottom = "const t = document.getElementById('timeline'); return t.scrollTop + t.clientHeight >= t.scrollHeight - 2;"
+    browser.wait_until(lambda: browser.texts(f".tl-row[data-seq='{last['seqs'][-1]}']"), "the last row")
+    assert browser.js(at_bottom)
+    browser.wait_until(
+        lambda: browser.js("return document.getElementById('conn').dataset.state") == "live", "stream"
+    )
+
+    browser.js("document.getElementById('timeline').scrollTop = 0;")
+    browser.wait_until(
+        lambda: browser.js("return !document.getElementById('follow').hidden"), "the Follow button"
+    )
+    newer = writer.do("emit", session_id=session_id, actor="alice", events=[modified("late.py")])["seqs"][0]
+    browser.wait_until(
+        lambda: f"seq 1\u2013{newer}" in browser.texts("#timeline-info")[0], "the new event counted"
+    )
+    assert browser.js("return document.getElementById('timeline').scrollTop") == 0  # left where the reader is
+    browser.js("document.getElementById('follow').click();")
+    browser.wait_until(
+        lambda: browser.texts(f".tl-row[data-seq='{newer}']") and browser.js(at_bottom), "the tail"
+    )
+
+    browser.wait_until(lambda: browser.texts("#checkpoints button"), "the automatic checkpoints")
+    browser.js("document.querySelector('#checkpoints button').click();")
+    browser.wait_until(lambda: '"checkpoint_id"' in browser.texts("#detail")[0], "the checkpoint's JSON")
 
 
 def test_agent_written_markup_renders_as_inert_text(
@@ -233,6 +277,27 @@ def test_replay_to_the_end_shows_the_state_get_session_returns(
     assert shown["metadata"] == '{"ticket":"HUD-15"}' and document["metadata"] == {"ticket": "HUD-15"}
     screenshot(browser, "console-replay.png")
 
+    browser.js("document.getElementById('filter-agent').value = 'alice,bob';")
+    browser.js("document.getElementById('filter-agent').dispatchEvent(new Event('change'));")
+    browser.js("document.getElementById('speed').value = '10';")
+    browser.js(
+        "document.getElementById('scrub').value = '0'; document.getElementById('scrub').dispatchEvent(new Event('input'));"
+    )
+    browser.wait_until(
+        lambda: browser.js("return document.getElementById('cursor').dataset.index") == "0", "frame 1"
+    )
+    assert "carol" not in " ".join(browser.texts("#frames li .ev-actor"))
+    browser.js("document.getElementById('play').click();")
+    browser.wait_until(
+        lambda: browser.js("return document.getElementById('play').textContent") == "Play", "playback to stop"
+    )
+    shown = dict(
+        browser.js(
+            "return [...document.querySelectorAll('#state dd')].map(d => [d.dataset.key, d.textContent])"
+        )
+    )
+    assert shown["seq"] == "6" and shown["state"] == "working"  # bob's fix: the last frame by alice or bob
+
 
 def test_health_page_draws_components_charts_and_analytics(
     server: ConsoleServer, writer: WriterProcess, browser: Browser
@@ -244,7 +309,8 @@ def test_health_page_draws_components_charts_and_analytics(
     browser.wait_until(
         lambda: browser.texts(".component[data-component='redis'] .badge"), "the redis component"
     )
-    assert browser.texts(".component[data-component='redis'] .badge") == ["healthy"]
+    levels = {"healthy", "warning", "critical", "down"}  # the level itself depends on the machine's load
+    assert set(browser.texts(".component[data-component='redis'] .badge")) <= levels
     browser.wait_until(
         lambda: browser.js("return document.querySelectorAll('#chart-throughput polyline').length"), "chart"
     )
@@ -259,9 +325,25 @@ def test_health_page_draws_components_charts_and_analytics(
     screenshot(browser, "console-health.png")
 
 
-def test_pages_run_without_csp_violations_or_script_errors(server: ConsoleServer, browser: Browser) -> None:
+def test_pages_run_without_csp_violations_or_script_errors(
+    server: ConsoleServer, writer: WriterProcess, browser: Browser
+) -> None:
+    session_id = new_id("clean")
+    writer.do("create", session_id=session_id, agent_id="alice")
+    writer.do(
+        "emit", session_id=session_id, actor="alice", events=[transition("broke", "working", "broken", "x")]
+    )
+    replay_id = writer.do("record", session_id=session_id)["replay_id"]
     browser.console_errors()  # drop what earlier tests logged
-    for path in ["/ui/", "/ui/replays", "/ui/health", "/ui/login"]:
+    pages = [
+        "/ui/",
+        f"/ui/sessions/{session_id}",
+        "/ui/replays",
+        f"/ui/replays/{replay_id}",
+        "/ui/health",
+        "/ui/login",
+    ]
+    for path in pages:
         browser.get(server.url(path))
         time.sleep(0.5)
     assert browser.console_errors() == []
