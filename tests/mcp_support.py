@@ -30,9 +30,13 @@ def stdio_params(agent_id: str, redis_url: str, namespace: str, **env: str) -> S
 
 
 @asynccontextmanager
-async def stdio_agent(agent_id: str, redis_url: str, namespace: str, **env: str) -> AsyncIterator[Client]:
-    """A connected SDK client of a ``huddle mcp`` process acting as ``agent_id``."""
-    async with Client(stdio_params(agent_id, redis_url, namespace, **env), read_timeout_seconds=90) as client:
+async def stdio_agent(
+    agent_id: str, redis_url: str, namespace: str, mode: str = "auto", **env: str
+) -> AsyncIterator[Client]:
+    """A connected SDK client of a ``huddle mcp`` process acting as ``agent_id`` (``mode="legacy"``: the
+    2025 initialize handshake, as clients of that era speak; ``auto``: whatever both sides support)."""
+    params = stdio_params(agent_id, redis_url, namespace, **env)
+    async with Client(params, read_timeout_seconds=90, mode=mode) as client:
         yield client
 
 

@@ -16,8 +16,9 @@ async def test_two_agents_share_a_session_wait_for_each_other_and_hand_off(
 ) -> None:
     async with (
         stdio_agent("agent-a", redis_server.url, namespace) as a,
-        stdio_agent("agent-b", redis_server.url, namespace) as b,
+        stdio_agent("agent-b", redis_server.url, namespace, mode="legacy") as b,
     ):
+        assert a.protocol_version != b.protocol_version  # both protocol eras are served
         listed = await a.list_tools()
         tools = {tool.name: tool for tool in listed.tools}
         assert set(tools) == CONTRACT_TOOLS
