@@ -1,16 +1,15 @@
 """A blocking ``SessionManager`` for code without an event loop (threads, agent tools, notebooks).
 
-The async manager runs on a private event-loop thread; each call hands its coroutine to that loop and waits for
-the result, so methods, arguments, errors and guarantees are the async manager's. It is safe from many threads
-at once, and from a thread that already runs an event loop (a notebook cell): the work never runs on the caller's
-loop. ``subscribe`` and ``lifecycle`` are plain iterators."""
+Each call runs the async manager's method to completion, so methods, arguments, errors and guarantees are the
+async manager's. A thread without a running loop gets its own loop and manager (no hand-over between threads);
+a thread that already runs an event loop (a notebook cell) hands the call to a private loop thread, so its own
+loop is never re-entered. Safe from many threads at once. ``subscribe`` and ``lifecycle`` are plain iterators."""
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import threading
-from collections.abc import AsyncIterator, Awaitable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
@@ -38,11 +37,62 @@ async def _await(work: Awaitable[T]) -> T:
     return await work
 
 
+def new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when installed (the ``fast`` extra: cheaper cross-thread wake-ups), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+class _Call(Generic[T]):
+    """One awaitable handed to the loop thread; ``finished`` is released once its outcome is known."""
+
+    __slots__ = ("error", "finished", "result", "work")
+
+    def __init__(self, work: Awaitable[T]) -> None:
+        self.work = work
+        self.finished = threading.Lock()
+        self.finished.acquire()
+        self.result: T | None = None
+        self.error: BaseException | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the loop thread: run the work as a task."""
+        try:
+            coro = self.work if isinstance(self.work, Coroutine) else _await(self.work)
+            loop.create_task(coro).add_done_callback(self._done)
+        except BaseException as exc:  # could not even start: report it to the caller
+            self.error = exc
+            self.finished.release()
+
+    def _done(self, task: asyncio.Task[T]) -> None:
+        if task.cancelled():
+            self.error = ShuttingDownError("the call was cancelled because the session manager closed")
+        elif (error := task.exception()) is not None:
+            self.error = error
+        else:
+            self.result = task.result()
+        self.finished.release()
+
+    def close(self) -> None:
+        """Discard work that will never run."""
+        if isinstance(self.work, Coroutine):
+            self.work.close()
+
+    def outcome(self) -> T:
+        """The result, or raise the error."""
+        if self.error is not None:
+            raise self.error
+        return self.result  # type: ignore[return-value]
+
+
 class _LoopThread:
     """An event loop running forever on a daemon thread."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_loop()
         self.thread = threading.Thread(target=self._run, name="huddle-blocking-loop", daemon=True)
         self.thread.start()
 
@@ -58,12 +108,14 @@ class _LoopThread:
             if self.loop.is_closed():
                 raise ShuttingDownError("the blocking session manager is closed")
             raise RuntimeError("a blocking huddle call from inside its own loop thread would deadlock")
-        coro = work if isinstance(work, Coroutine) else _await(work)
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        call: _Call[T] = _Call(work)
         try:
-            return future.result()
-        except concurrent.futures.CancelledError:
-            raise ShuttingDownError("the call was cancelled because the session manager closed") from None
+            self.loop.call_soon_threadsafe(call.start, self.loop)
+        except RuntimeError:  # the loop closed between the check and the call
+            call.close()
+            raise ShuttingDownError("the blocking session manager is closed") from None
+        call.finished.acquire()  # a plain lock is the cheapest cross-thread wake-up CPython has
+        return call.outcome()
 
     def stop(self) -> None:
         """Stop the loop and join the thread (idempotent)."""
@@ -113,22 +165,38 @@ class BlockingIterator(Generic[T]):
         self.close()
 
 
-class SessionManager:
-    """The blocking twin of ``huddle.SessionManager``: the same methods without ``await``."""
+class _ThreadContext:
+    """A calling thread's own event loop and async manager (used only while that thread makes a call)."""
 
-    def __init__(
-        self, config: SessionManagerConfig | None = None, *, manager: AsyncSessionManager | None = None
-    ) -> None:
+    def __init__(self, config: SessionManagerConfig) -> None:
+        # asyncio's loop, not uvloop's: its run_until_complete costs less per call.
+        self.loop = asyncio.new_event_loop()
+        self.manager = AsyncSessionManager(config)
+        self.lock = threading.Lock()
+
+
+class SessionManager:
+    """The blocking twin of ``huddle.SessionManager``: the same methods without ``await``.
+
+    A call from a thread without a running event loop runs on that thread's own loop and manager (no hand-over
+    between threads: the cheapest path); a call from inside a running loop (a notebook) and every iterator run
+    on a private loop thread, so the caller's loop is never re-entered."""
+
+    def __init__(self, config: SessionManagerConfig | None = None) -> None:
+        self._config = config if config is not None else SessionManagerConfig()
         self._runner = _LoopThread()
         self._closed = False
+        self._local = threading.local()
+        self._contexts: list[_ThreadContext] = []
+        self._contexts_lock = threading.Lock()
         try:
-            self._manager = manager or self._runner.run(self._build(config))
+            self._manager = self._runner.run(self._build(self._config))
         except BaseException:
             self._runner.stop()
             raise
 
     @staticmethod
-    async def _build(config: SessionManagerConfig | None) -> AsyncSessionManager:
+    async def _build(config: SessionManagerConfig) -> AsyncSessionManager:
         return AsyncSessionManager(config)  # built on the loop thread that will use its connections
 
     @classmethod
@@ -138,18 +206,40 @@ class SessionManager:
 
     @property
     def async_manager(self) -> AsyncSessionManager:
-        """The async manager doing the work (use it only on ``loop``)."""
+        """The async manager of the private loop thread (use it only on ``loop``)."""
         return self._manager
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
-        """The private event loop the async manager runs on."""
+        """The private event loop (calls from running loops and the iterators run there)."""
         return self._runner.loop
 
     @property
     def config(self) -> SessionManagerConfig:
         """The manager's settings."""
-        return self._manager.config
+        return self._config
+
+    def _context(self) -> _ThreadContext:
+        context: _ThreadContext | None = getattr(self._local, "context", None)
+        if context is None:
+            context = _ThreadContext(self._config)
+            with self._contexts_lock:
+                if self._closed:
+                    raise ShuttingDownError("the blocking session manager is closed")
+                self._contexts.append(context)
+            self._local.context = context
+        return context
+
+    def _call(self, call: Callable[[AsyncSessionManager], Awaitable[T]]) -> T:
+        if self._closed:
+            raise ShuttingDownError("the blocking session manager is closed")
+        if asyncio._get_running_loop() is not None:  # inside a running loop: hand over, never re-enter it
+            return self._runner.run(_await(call(self._manager)))
+        context = self._context()
+        with context.lock:
+            if context.loop.is_closed():
+                raise ShuttingDownError("the blocking session manager is closed")
+            return context.loop.run_until_complete(call(context.manager))
 
     def _run(self, work: Awaitable[T]) -> T:
         return self._runner.run(work)
@@ -157,15 +247,21 @@ class SessionManager:
     # -- lifecycle ----------------------------------------------------------------------------------------
     def connect(self) -> Self:
         """Check that Redis answers and load the scripts (optional: calls load them on demand)."""
-        self._run(self._manager.connect())
+        self._call(lambda m: m.connect())
         return self
 
     def close(self) -> None:
-        """Close the manager's connections and stop the loop thread (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
+        """Close every connection and loop this manager made, and stop its loop thread (idempotent)."""
+        with self._contexts_lock:
+            if self._closed:
+                return
+            self._closed = True
+            contexts, self._contexts = self._contexts, []
         try:
+            for context in contexts:
+                with context.lock:  # waits for a call in flight on that thread
+                    context.loop.run_until_complete(context.manager.close())
+                    context.loop.close()
             self._run(self._manager.close())
         finally:
             self._runner.stop()
@@ -181,7 +277,7 @@ class SessionManager:
     @property
     def closed(self) -> bool:
         """True after ``close()``."""
-        return self._closed or self._manager.closed
+        return self._closed
 
     # -- sessions -----------------------------------------------------------------------------------------
     def create_session(
@@ -195,8 +291,8 @@ class SessionManager:
         record: bool = False,
     ) -> str:
         """Create a session with ``agent_id`` as its first member; returns the session id."""
-        return self._run(
-            self._manager.create_session(
+        return self._call(
+            lambda m: m.create_session(
                 agent_id,
                 session_id=session_id,
                 metadata=metadata,
@@ -208,19 +304,19 @@ class SessionManager:
 
     def join_session(self, session_id: str, agent_id: str) -> bool:
         """Add ``agent_id`` to the session; False if it already was a member."""
-        return self._run(self._manager.join_session(session_id, agent_id))
+        return self._call(lambda m: m.join_session(session_id, agent_id))
 
     def leave_session(self, session_id: str, agent_id: str) -> bool:
         """Remove ``agent_id`` from the session; False if it was not a member."""
-        return self._run(self._manager.leave_session(session_id, agent_id))
+        return self._call(lambda m: m.leave_session(session_id, agent_id))
 
     def complete_session(self, session_id: str, actor: str) -> int:
         """Mark the session completed; returns the seq of the 'complete' event."""
-        return self._run(self._manager.complete_session(session_id, actor))
+        return self._call(lambda m: m.complete_session(session_id, actor))
 
     def get_session(self, session_id: str) -> SessionDocument:
         """The session's current document."""
-        return self._run(self._manager.get_session(session_id))
+        return self._call(lambda m: m.get_session(session_id))
 
     # -- events -------------------------------------------------------------------------------------------
     def emit_event(
@@ -237,8 +333,8 @@ class SessionManager:
         min_replicas: int = 0,
     ) -> int:
         """Append an event as ``actor``; returns its sequence number (see the async ``emit_event``)."""
-        return self._run(
-            self._manager.emit_event(
+        return self._call(
+            lambda m: m.emit_event(
                 session_id,
                 event,
                 actor,
@@ -264,8 +360,8 @@ class SessionManager:
         publish_update: bool = True,
     ) -> list[int]:
         """Append ``events`` as ``actor`` in one atomic step; returns their sequence numbers."""
-        return self._run(
-            self._manager.emit_events(
+        return self._call(
+            lambda m: m.emit_events(
                 session_id,
                 events,
                 actor,
@@ -281,7 +377,7 @@ class SessionManager:
         self, session_id: str, from_seq: int = 1, to_seq: int | None = None, limit: int | None = None
     ) -> list[Event]:
         """Stored events with ``from_seq <= seq <= to_seq`` (oldest first, at most ``limit``)."""
-        return self._run(self._manager.get_events(session_id, from_seq, to_seq, limit))
+        return self._call(lambda m: m.get_events(session_id, from_seq, to_seq, limit))
 
     def subscribe(self, session_id: str, from_seq: int = 1) -> BlockingIterator[Event]:
         """Every event from ``from_seq`` on, in order, exactly once, as a plain iterator (see the async one)."""
@@ -309,8 +405,8 @@ class SessionManager:
         include_failure_snapshot: bool = False,
     ) -> str:
         """Store the session's state; returns the checkpoint id."""
-        return self._run(
-            self._manager.checkpoint(
+        return self._call(
+            lambda m: m.checkpoint(
                 session_id,
                 actor=actor,
                 reason=reason,
@@ -322,53 +418,56 @@ class SessionManager:
 
     def get_checkpoints(self, session_id: str, limit: int | None = None) -> list[Checkpoint]:
         """The session's checkpoints, newest first."""
-        return self._run(self._manager.get_checkpoints(session_id, limit))
+        return self._call(lambda m: m.get_checkpoints(session_id, limit))
 
     def get_checkpoint(self, session_id: str, checkpoint_id: str) -> Checkpoint:
         """One checkpoint by id."""
-        return self._run(self._manager.get_checkpoint(session_id, checkpoint_id))
+        return self._call(lambda m: m.get_checkpoint(session_id, checkpoint_id))
 
     def list_failure_snapshots(self, limit: int = 100) -> list[FailureSnapshotRef]:
         """Failure snapshots of all sessions, newest first."""
-        return self._run(self._manager.list_failure_snapshots(limit))
+        return self._call(lambda m: m.list_failure_snapshots(limit))
 
     def get_failure_snapshot(self, session_id: str, snapshot_id: str) -> FailureSnapshot | None:
         """One failure snapshot, or None if it expired."""
-        return self._run(self._manager.get_failure_snapshot(session_id, snapshot_id))
+        return self._call(lambda m: m.get_failure_snapshot(session_id, snapshot_id))
 
     # -- administration -----------------------------------------------------------------------------------
     def list_active_sessions(self, limit: int | None = None) -> list[str]:
         """Ids of live, not completed sessions, most recently active first."""
-        return self._run(self._manager.list_active_sessions(limit))
+        return self._call(lambda m: m.list_active_sessions(limit))
 
     def get_sessions_by_agent(self, agent_id: str) -> list[str]:
         """Ids of live sessions ``agent_id`` is a member of."""
-        return self._run(self._manager.get_sessions_by_agent(agent_id))
+        return self._call(lambda m: m.get_sessions_by_agent(agent_id))
 
     def get_stats(self, *, scan_events: bool = True) -> SessionStats:
         """Statistics computed from the stored sessions."""
-        return self._run(self._manager.get_stats(scan_events=scan_events))
+        return self._call(lambda m: m.get_stats(scan_events=scan_events))
 
     def health_check(self) -> HealthStatus:
         """Redis reachability, latency, version, memory, scripts and active sessions."""
-        return self._run(self._manager.health_check())
+        return self._call(lambda m: m.health_check())
 
     def perform_maintenance(self) -> MaintenanceReport:
         """Remove index entries of expired or completed sessions and expired failure snapshots."""
-        return self._run(self._manager.perform_maintenance())
+        return self._call(lambda m: m.perform_maintenance())
 
     def begin_draining(self) -> None:
         """Refuse new sessions and events from now on."""
-        self._runner.loop.call_soon_threadsafe(self._manager.begin_draining)
+        with self._contexts_lock:
+            managers = [self._manager, *(context.manager for context in self._contexts)]
+        for manager in managers:
+            manager.begin_draining()  # sets a flag: safe from any thread
 
     def wait_idle(self, timeout: float | None = None) -> None:
-        """Return once no mutation is in flight (at most ``timeout`` seconds: then ``TimeoutError``)."""
+        """Return once no mutation of this thread's manager is in flight (``TimeoutError`` after ``timeout``)."""
 
-        async def idle() -> None:
+        async def idle(manager: AsyncSessionManager) -> None:
             async with asyncio.timeout(timeout):
-                await self._manager.wait_idle()
+                await manager.wait_idle()
 
-        self._run(idle())
+        self._call(idle)
 
 
 __all__ = ["BlockingIterator", "SessionManager"]

@@ -1,0 +1,361 @@
+# ruff: noqa: E402
+"""Benchmark: the HTTP API (issue 13) against the library in the same run.
+
+Run: ``.venv/bin/python benchmarks/http.py`` (``--help`` for the counts). Uses ``HUDDLE_REDIS_URL`` if set, else an
+embedded redis-server; starts ``huddle serve`` (no tokens, loopback) as a subprocess on it.
+
+1. append throughput: ``--clients`` concurrent tasks append events, through ``POST /v1/sessions/{id}/events``
+   with a keep-alive httpx pool of that size, and through ``SessionManager.emit_event`` in this process, in
+   alternating blocks (ABAB) on fresh sessions; ratio = HTTP events/s / library events/s (target >= 0.5).
+2. SSE fan-out: ``--readers`` streams on one session (raw sockets, spread over ``--reader-procs`` processes) while
+   ``--rate`` events/s are appended through the library; latency = arrival at each reader - the writer's
+   acknowledgement (CLOCK_MONOTONIC is shared by all processes), p50/p99 (target p99 < 50 ms), and nothing missed.
+3. blocking client: sequential ``emit_event`` through ``huddle.blocking.SessionManager`` against ``await
+   manager.emit_event`` (alternating blocks); ratio = per-call time blocking / async (target <= 1.3).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This file is named like the standard library's ``http`` package: keep its folder off the import path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse
+import array
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import re
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+
+from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
+from huddle.backend.embedded import free_port
+from huddle.blocking import SessionManager as BlockingManager
+
+ID_LINE = re.compile(rb"(?m)^id: (\d+)$")
+
+
+@contextlib.contextmanager
+def redis_url() -> Iterator[str]:
+    if os.environ.get("HUDDLE_REDIS_URL"):
+        yield os.environ["HUDDLE_REDIS_URL"]
+        return
+    with EmbeddedRedis() as server:
+        yield server.url
+
+
+@contextlib.contextmanager
+def served(url: str, namespace: str, max_streams: int) -> Iterator[str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUDDLE_API_")}
+    env.update({"HUDDLE_REDIS_URL": url, "HUDDLE_NAMESPACE": namespace})
+    command = [
+        sys.executable,
+        "-m",
+        "huddle",
+        "serve",
+        "--port",
+        str(port),
+        "--max-streams",
+        str(max_streams),
+    ]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base}/livez").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise SystemExit(
+                f"huddle serve did not start: {process.stderr.read().decode() if process.stderr else ''}"
+            )
+        time.sleep(0.1)
+    try:
+        yield base
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+
+
+def config(url: str, namespace: str) -> SessionManagerConfig:
+    return SessionManagerConfig(redis_url=url, namespace=namespace, checkpoint_interval=1000)
+
+
+EVENT = {
+    "type": "modified",
+    "changeInfo": {"elementType": "file", "entityIds": ["a.py"], "operation": "edit"},
+}
+
+
+# -- 1. append throughput ----------------------------------------------------------------------------------
+async def library_block(manager: SessionManager, clients: int, per_client: int) -> float:
+    sessions = [await manager.create_session(f"agent{n}") for n in range(clients)]
+
+    async def one(n: int) -> None:
+        for _ in range(per_client):
+            await manager.emit_event(sessions[n], EVENT, f"agent{n}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(n) for n in range(clients)))
+    return clients * per_client / (time.perf_counter() - started)
+
+
+async def http_block(client: httpx.AsyncClient, clients: int, per_client: int) -> float:
+    sessions = []
+    for n in range(clients):
+        response = await client.post("/v1/sessions", json={"agent_id": f"agent{n}"})
+        sessions.append(response.json()["session_id"])
+
+    async def one(n: int) -> None:
+        body = {**EVENT, "actor": f"agent{n}"}
+        url = f"/v1/sessions/{sessions[n]}/events"
+        for _ in range(per_client):
+            response = await client.post(url, json=body)
+            if response.status_code != 201:
+                raise SystemExit(f"append failed: {response.status_code} {response.text}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(n) for n in range(clients)))
+    return clients * per_client / (time.perf_counter() - started)
+
+
+async def throughput(url: str, base: str, namespace: str, args: argparse.Namespace) -> dict[str, object]:
+    limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
+    library: list[float] = []
+    http: list[float] = []
+    async with (
+        SessionManager(config(url, namespace)) as manager,
+        httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client,
+    ):
+        await library_block(manager, args.clients, 20)  # warm-up both sides
+        await http_block(client, args.clients, 20)
+        for _ in range(args.rounds):
+            library.append(await library_block(manager, args.clients, args.per_client))
+            http.append(await http_block(client, args.clients, args.per_client))
+    ratios = [h / lib for h, lib in zip(http, library, strict=True)]
+    return {
+        "library_events_per_s": statistics.median(library),
+        "http_events_per_s": statistics.median(http),
+        "ratio": statistics.median(ratios),
+        "ratios": ratios,
+    }
+
+
+# -- 2. SSE fan-out ----------------------------------------------------------------------------------------
+async def read_streams(port: int, session: str, readers: int, last_seq: int, out: str, ready: str) -> None:
+    arrivals = [array.array("d", [0.0]) * (last_seq + 1) for _ in range(readers)]
+    connected = 0
+
+    async def one(index: int) -> None:
+        nonlocal connected
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            f"GET /v1/sessions/{session}/events/stream?from_seq=2 HTTP/1.1\r\nHost: bench\r\n"
+            "Accept: text/event-stream\r\n\r\n".encode()
+        )
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b" 200 " not in head.split(b"\r\n", 1)[0]:
+            raise SystemExit(f"stream refused: {head!r}")
+        connected += 1
+        if connected == readers:
+            await asyncio.to_thread(Path(ready).write_text, "ready")
+        seen = arrivals[index]
+        tail = b""
+        while True:
+            data = await reader.read(262144)
+            if not data:
+                break
+            now = time.monotonic()
+            data = tail + data
+            cut = data.rfind(b"\n")
+            tail = data[cut + 1 :]
+            for match in ID_LINE.finditer(data, 0, cut + 1):
+                seq = int(match.group(1))
+                if seq <= last_seq and not seen[seq]:
+                    seen[seq] = now
+            if seen[last_seq]:
+                break
+        writer.close()
+
+    await asyncio.wait_for(asyncio.gather(*(one(n) for n in range(readers))), timeout=600)
+    await asyncio.to_thread(write_rows, out, arrivals)
+
+
+def write_rows(out: str, rows: list[array.array[float]]) -> None:
+    with open(out, "wb") as handle:
+        for row in rows:
+            row.tofile(handle)
+
+
+def read_rows(path: Path, count: int) -> array.array[float]:
+    data = array.array("d")
+    with open(path, "rb") as handle:
+        data.fromfile(handle, count)
+    return data
+
+
+def reader_process(port: int, session: str, readers: int, last_seq: int, out: str, ready: str) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(read_streams(port, session, readers, last_seq, out, ready))
+    except ImportError:
+        asyncio.run(read_streams(port, session, readers, last_seq, out, ready))
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+async def fanout(url: str, base: str, namespace: str, args: argparse.Namespace) -> dict[str, object]:
+    port = int(base.rsplit(":", 1)[1])
+    events = int(args.rate * args.seconds)
+    async with SessionManager(config(url, namespace)) as manager:
+        session = await manager.create_session("writer")  # seq 1; events go from seq 2
+        last_seq = events + 1
+        tmp = Path(tempfile.mkdtemp(prefix="huddle-bench-"))
+        procs = []
+        per_proc = [args.readers // args.reader_procs + (1 if n < args.readers % args.reader_procs else 0)
+                    for n in range(args.reader_procs)]  # fmt: skip
+        for n, count in enumerate(per_proc):
+            proc = multiprocessing.Process(
+                target=reader_process,
+                args=(port, session, count, last_seq, str(tmp / f"r{n}.bin"), str(tmp / f"ready{n}")),
+            )
+            proc.start()
+            procs.append(proc)
+        deadline = time.monotonic() + 120
+        while not all((tmp / f"ready{n}").exists() for n in range(len(procs))):
+            if time.monotonic() > deadline:
+                raise SystemExit("the readers did not connect")
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        acks = array.array("d", [0.0]) * (last_seq + 1)
+        interval = 1.0 / args.rate
+        started = time.monotonic()
+        for n in range(events):
+            due = started + n * interval
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            seq = await manager.emit_event(session, {"type": "tick", "data": {"n": n}}, "writer")
+            acks[seq] = time.monotonic()
+        achieved = events / (time.monotonic() - started)
+    for proc in procs:
+        proc.join(600)
+    latencies: list[float] = []
+    missed = 0
+    for n, count in enumerate(per_proc):
+        data = read_rows(tmp / f"r{n}.bin", count * (last_seq + 1))
+        for r in range(count):
+            row = data[r * (last_seq + 1) : (r + 1) * (last_seq + 1)]
+            for seq in range(2, last_seq + 1):
+                if row[seq] == 0.0:
+                    missed += 1
+                else:
+                    latencies.append((row[seq] - acks[seq]) * 1000)
+    return {
+        "readers": args.readers,
+        "events": events,
+        "target_rate": args.rate,
+        "achieved_rate": achieved,
+        "deliveries": len(latencies),
+        "missed": missed,
+        "p50_ms": percentile(latencies, 0.50),
+        "p99_ms": percentile(latencies, 0.99),
+        "max_ms": max(latencies),
+        "before_ack": sum(1 for value in latencies if value < 0),
+    }
+
+
+# -- 3. blocking client --------------------------------------------------------------------------------------
+def blocking_cost(url: str, namespace: str, args: argparse.Namespace) -> dict[str, object]:
+    blocking = BlockingManager(config(url, namespace))
+    loop = asyncio.new_event_loop()
+    manager = SessionManager(config(url, namespace))
+
+    async def async_block(count: int) -> float:
+        session = await manager.create_session("a")
+        started = time.perf_counter()
+        for _ in range(count):
+            await manager.emit_event(session, EVENT, "a")
+        return (time.perf_counter() - started) / count
+
+    def blocking_block(count: int) -> float:
+        session = blocking.create_session("b")
+        started = time.perf_counter()
+        for _ in range(count):
+            blocking.emit_event(session, EVENT, "b")
+        return (time.perf_counter() - started) / count
+
+    loop.run_until_complete(async_block(50))
+    blocking_block(50)
+    asyncs, blocks = [], []
+    for _ in range(args.rounds):
+        asyncs.append(loop.run_until_complete(async_block(args.sequential)))
+        blocks.append(blocking_block(args.sequential))
+    loop.run_until_complete(manager.close())
+    loop.close()
+    blocking.close()
+    ratios = [b / a for a, b in zip(asyncs, blocks, strict=True)]
+    return {
+        "async_us_per_call": statistics.median(asyncs) * 1e6,
+        "blocking_us_per_call": statistics.median(blocks) * 1e6,
+        "ratio": statistics.median(ratios),
+        "ratios": ratios,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--clients", type=int, default=16, help="concurrent appenders (and keep-alive connections)"
+    )
+    parser.add_argument("--per-client", type=int, default=100, help="events per appender per block")
+    parser.add_argument("--readers", type=int, default=500)
+    parser.add_argument("--reader-procs", type=int, default=2)
+    parser.add_argument("--rate", type=float, default=1000.0, help="events/s appended during the fan-out")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of the fan-out run")
+    parser.add_argument(
+        "--sequential", type=int, default=1000, help="calls per block for the blocking client"
+    )
+    parser.add_argument("--only", choices=["throughput", "fanout", "blocking"], default=None)
+    args = parser.parse_args()
+    results: dict[str, object] = {"command": " ".join([".venv/bin/python", *sys.argv])}
+    with redis_url() as url:
+        namespace = f"bench{uuid.uuid4().hex[:6]}"
+        with served(url, namespace, max_streams=args.readers + 10) as base:
+            if args.only in (None, "throughput"):
+                results["append"] = asyncio.run(throughput(url, base, namespace, args))
+                print(json.dumps({"append": results["append"]}), flush=True)
+            if args.only in (None, "fanout"):
+                results["fanout"] = asyncio.run(fanout(url, base, namespace, args))
+                print(json.dumps({"fanout": results["fanout"]}), flush=True)
+        if args.only in (None, "blocking"):
+            results["blocking"] = blocking_cost(url, namespace, args)
+            print(json.dumps({"blocking": results["blocking"]}), flush=True)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
