@@ -140,3 +140,15 @@ async def test_a_listened_session_announces_resource_updates_when_another_agent_
                         break
         timeline_text = (await a.read_resource(timeline)).contents[0].text  # type: ignore[union-attr]
         assert "modified by agent-b" in timeline_text
+
+
+async def test_wait_for_events_on_a_completed_session_returns_at_once_without_timing_out(
+    manager: SessionManager,
+) -> None:
+    async with as_agent(manager, "agent-a") as a:
+        sid = (await call_ok(a, "create_session"))["session_id"]
+        done = await call_ok(a, "complete_session", {"session_id": sid})
+        reply = await call_ok(
+            a, "wait_for_events", {"session_id": sid, "after_seq": done["seq"], "timeout_s": 60}
+        )
+        assert reply == {"events": [], "last_seq": done["seq"], "has_more": False, "timed_out": False}

@@ -118,7 +118,10 @@ class EventPage(_Result):
     events: list[EventOut] = Field(description="events in seq order (at most the requested limit)")
     last_seq: int = Field(description="highest seq this call looked at: pass it as after_seq next time")
     has_more: bool = Field(default=False, description="more events after last_seq are already stored")
-    timed_out: bool = Field(default=False, description="wait_for_events only: nothing new arrived in time")
+    timed_out: bool = Field(
+        default=False,
+        description="wait_for_events: nothing new arrived in time (false with no events: the session ended)",
+    )
 
 
 class CheckpointTaken(_Result):

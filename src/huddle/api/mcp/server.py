@@ -129,7 +129,7 @@ class HuddleMcp:
             Field(description="'mine': sessions you are a member of; 'all': every live one"),
         ] = "mine",
         offset: Annotated[
-            int, Field(ge=0, description="skip this many (from next_offset of the last page)")
+            int, Field(ge=0, le=10_000, description="skip this many (from next_offset of the last page)")
         ] = 0,
         limit: Annotated[int, Field(ge=1, le=100, description="at most this many sessions")] = 20,
     ) -> Annotated[CallToolResult, SessionList]:

@@ -213,6 +213,7 @@ class HuddleTools:
         page, _ = await self._stored_after(session_id, after_seq, limit)
         scanned = page[-1].seq if page else after_seq
         woken = any(wakes(e) for e in page)
+        ended = False
         if not woken and timeout_s > 0:
             # XREAD BLOCK on the session's stream (through subscribe): wakes as soon as the event is appended.
             with contextlib.suppress(TimeoutError):
@@ -224,11 +225,14 @@ class HuddleTools:
                             if wakes(event):
                                 woken = True
                                 break
+                        else:
+                            ended = True  # completed and fully read, or expired: nothing more will come
         if not woken:
-            reply = EventPage(events=[], last_seq=scanned, has_more=False, timed_out=True)
+            reply = EventPage(events=[], last_seq=scanned, has_more=False, timed_out=not ended)
+            if ended:
+                return reply, f"session {session_id} is completed or gone: no more events will come"
             return reply, f"no new events from other agents after seq {after_seq} (waited {timeout_s:g} s)"
-        reply, text = await self.read_events(session_id, after_seq, limit, types)
-        return reply, text
+        return await self.read_events(session_id, after_seq, limit, types)
 
     async def checkpoint(self, caller: Caller, session_id: str, reason: str) -> tuple[CheckpointTaken, str]:
         """Store a checkpoint of the session, recorded as the caller's."""
