@@ -305,6 +305,13 @@ def test_health_page_draws_components_charts_and_analytics(
     session_id = new_id("health")
     writer.do("create", session_id=session_id, agent_id="dana")
     writer.do("emit", session_id=session_id, actor="dana", events=[modified("README.md")])
+    # Writes through the server's own API are what its performance windows measure.
+    http_session = server.client.post("/v1/sessions", json={"agent_id": "erin"}).json()["session_id"]
+    for i in range(20):
+        posted = server.client.post(
+            f"/v1/sessions/{http_session}/events", json={**modified(f"h{i}.py"), "actor": "erin"}
+        )
+        assert posted.status_code == 201
     browser.get(server.url("/ui/health"))
     browser.wait_until(
         lambda: browser.texts(".component[data-component='redis'] .badge"), "the redis component"
@@ -321,8 +328,15 @@ def test_health_page_draws_components_charts_and_analytics(
         lambda: browser.texts("#analytics dd[data-key='active sessions']"), "analytics"
     )
     assert int(active[0]) >= 1
+    browser.wait_until(
+        lambda: browser.js("return document.querySelectorAll('#chart-latency polyline').length"), "latency"
+    )
     time.sleep(5.5)  # a second metrics sample, so the lines have two points in the screenshot
-    screenshot(browser, "console-health.png")
+    browser.driver.set_window_size(1400, 1250)  # the whole page in one picture
+    try:
+        screenshot(browser, "console-health.png")
+    finally:
+        browser.driver.set_window_size(1400, 900)
 
 
 def test_pages_run_without_csp_violations_or_script_errors(

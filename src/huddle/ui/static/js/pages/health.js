@@ -67,9 +67,16 @@ function drawHealth(report) {
   );
 }
 
+function duration(value) {
+  if (typeof value !== "number") return "–";
+  if (value < 1) return `${Math.round(value * 1000)} ms`;
+  if (value < 120) return `${value.toFixed(1)} s`;
+  return `${(value / 60).toFixed(1)} min`;
+}
+
 function seconds(dist) {
   if (!dist || !dist.count) return "–";
-  return `p50 ${dist.p50?.toFixed(1)} s · p95 ${dist.p95?.toFixed(1)} s (${dist.count})`;
+  return `p50 ${duration(dist.p50)} · p95 ${duration(dist.p95)} (${dist.count})`;
 }
 
 function drawStats(stats) {
@@ -83,11 +90,14 @@ function drawStats(stats) {
     Object.entries(stats.sessions_by_state ?? {}).map(([label, value]) => ({ label, value })),
     { label: "live sessions by state" },
   );
+  const pairs = (stats.collaboration_pairs ?? []).slice(0, 10);
   replace(
     byId("pairs"),
-    (stats.collaboration_pairs ?? []).slice(0, 10).map((p) =>
-      h("tr", {}, h("td", {}, p.agents.join(" + ")), h("td", { class: "num" }, String(p.shared_sessions))),
-    ),
+    pairs.length
+      ? pairs.map((p) =>
+          h("tr", {}, h("td", {}, p.agents.join(" + ")), h("td", { class: "num" }, String(p.shared_sessions))),
+        )
+      : h("tr", {}, h("td", { class: "muted", colspan: "2" }, "no two agents share a session")),
   );
   const rows = [
     ["active sessions", stats.active_sessions],
