@@ -22,11 +22,18 @@ class SessionKeys:
     idem: str
     failures: str
     channel: str
+    tokens: str = ""
+    """Sorted set: internal retry token -> seq (emit scripts only; dropped with the events they cover)."""
 
     @property
     def all(self) -> list[str]:
         """Every key of the session (scripts take them as KEYS[1..6])."""
         return [self.meta, self.events, self.agents, self.checkpoints, self.idem, self.failures]
+
+    @property
+    def emit(self) -> list[str]:
+        """The keys of the emit scripts: ``all`` plus the retry tokens (KEYS[7])."""
+        return [self.meta, self.events, self.agents, self.checkpoints, self.idem, self.failures, self.tokens]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +56,7 @@ class KeySpace:
             idem=f"{base}:idem",
             failures=f"{base}:failures",
             channel=self.session_channel(session_id),
+            tokens=f"{base}:tok",
         )
 
     def session_pattern(self) -> str:

@@ -367,9 +367,8 @@ class SessionManager:
             or not 0 <= min_replicas <= 100
         ):
             raise InvalidEventError(f"min_replicas must be an integer 0..100, got {min_replicas!r}")
-        token = (
-            os.urandom(8).hex() if idempotency_key is None else check_id(idempotency_key, "idempotency key")
-        )
+        keyed = idempotency_key is not None
+        token = check_id(idempotency_key, "idempotency key") if keyed else os.urandom(8).hex()
         cfg = self.config
         keys = self._session_keys(session_id)
         args: list[str | int] = [
@@ -377,6 +376,7 @@ class SessionManager:
             1 if reset_ttl else 0, cfg.checkpoint_interval if auto_checkpoint and cfg.enable_auto_checkpoint else 0, cfg.max_events_per_session,
             keys.channel if publish_update else "", self._failure_csv, self._failure_ttl_ms,
             cfg.failure_snapshot_events, cfg.index_refresh_ms, cfg.max_checkpoints_per_session,
+            "", "1" if keyed else "",
         ]  # fmt: skip
         ok = False
         try:
@@ -426,9 +426,8 @@ class SessionManager:
         check_id(actor, "agent id")
         flat = batch_parts(events, self.config.max_event_bytes)
         expected = check_expected_seq(expected_seq)
-        token = (
-            os.urandom(8).hex() if idempotency_key is None else check_id(idempotency_key, "idempotency key")
-        )
+        keyed = idempotency_key is not None
+        token = check_id(idempotency_key, "idempotency key") if keyed else os.urandom(8).hex()
         cfg = self.config
         keys = self._session_keys(session_id)
         args: list[str | int] = [
@@ -436,7 +435,7 @@ class SessionManager:
             cfg.checkpoint_interval if auto_checkpoint and cfg.enable_auto_checkpoint else 0,
             cfg.max_events_per_session, keys.channel if publish_update else "", self._failure_csv,
             self._failure_ttl_ms, cfg.failure_snapshot_events, cfg.index_refresh_ms,
-            cfg.max_checkpoints_per_session, "", len(flat) // 4, *flat,
+            cfg.max_checkpoints_per_session, "", len(flat) // 4, "1" if keyed else "", *flat,
         ]  # fmt: skip
         ok = False
         try:

@@ -252,15 +252,17 @@ class SessionStore:
     async def emit(
         self, keys: SessionKeys, args: list[str | int], *, min_replicas: int = 0, wait_ms: int = 0
     ) -> EmitResult:
-        """Run emit.lua; with ``min_replicas`` also WAIT (up to ``wait_ms``) for replicas to confirm it."""
-        args = [*args, self._publish_command or await self.publish_command()]  # known after the first call
+        """Run emit.lua; with ``min_replicas`` also WAIT (up to ``wait_ms``) for replicas to confirm it.
+
+        ``args[17]`` (ARGV[18]) is a placeholder for the publish command, filled in here."""
+        args[17] = self._publish_command or await self.publish_command()  # known after the first call
         acked: int | None = None
         if min_replicas > 0:
             reply, acked = await self.scripts.run_and_wait(
-                self.client, "emit", keys.all, args, min_replicas, wait_ms
+                self.client, "emit", keys.emit, args, min_replicas, wait_ms
             )
         else:
-            reply = await self.scripts.run("emit", keys.all, args)
+            reply = await self.scripts.run("emit", keys.emit, args)
         seq, due, cp_id, dup, failure_id, last, now = reply
         return EmitResult(
             int(seq), bool(due), cp_id or None, bool(dup), failure_id or None, int(last), int(now), acked
@@ -271,7 +273,7 @@ class SessionStore:
         """Run emit_batch.lua (the publish command goes in as ARGV[14])."""
         args[13] = self._publish_command or await self.publish_command()
         first, count, due, cp_id, dup, failure_ids, last, now = await self.scripts.run(
-            "emit_batch", keys.all, args
+            "emit_batch", keys.emit, args
         )
         first, count = int(first), int(count)
         return BatchResult(

@@ -109,6 +109,78 @@ local function trim_events(max_events, hold)
   return tonumber(string.sub(old[#old][1], 3)) + 1
 end
 
+-- Trim the log so that it starts at target_first (never past a replay hold whose lease lasts), dropping the
+-- idempotency keys of trimmed events (only scanned when an event with a key may be among them: kseq is the
+-- last seq written with a key) and, every 32 trimmed seqs, the retry tokens (K_TOK, score = seq) below the log.
+-- The log holds every seq from first to the last one, so XTRIM MINID trims exactly. Returns the new first seq.
+local function trim_log(first, target_first, now, kseq, tok_key)
+  local hold = redis.call('HMGET', K_META, 'hold', 'holdx')
+  if hold[1] and hold[2] and tonumber(hold[2]) > now and tonumber(hold[1]) < target_first then
+    target_first = tonumber(hold[1])
+  end
+  if target_first <= first then
+    return first
+  end
+  if kseq and kseq >= first then
+    local old = redis.call('XRANGE', K_EVENTS, '-', '(0-' .. fmt(target_first))
+    local tokens = {}
+    for _, entry in ipairs(old) do
+      local fields = entry[2]
+      for i = 1, #fields, 2 do
+        if fields[i] == 'k' then
+          tokens[#tokens + 1] = fields[i + 1]
+        end
+      end
+      if #tokens >= 500 then
+        redis.call('HDEL', K_IDEM, unpack(tokens))
+        tokens = {}
+      end
+    end
+    if #tokens > 0 then
+      redis.call('HDEL', K_IDEM, unpack(tokens))
+    end
+  end
+  redis.call('XTRIM', K_EVENTS, 'MINID', '0-' .. fmt(target_first))
+  if tok_key and math.floor(target_first / 32) ~= math.floor(first / 32) then
+    redis.call('ZREMRANGEBYSCORE', tok_key, '-inf', '(' .. fmt(target_first))
+  end
+  return target_first
+end
+
+-- TTL after an append. With reset: the session keys (1..5 and the tokens zset) get the full ttl again, but only
+-- when the remaining TTL of meta or of the tokens zset has drifted more than min(1 s, ttl/100) below it (or the
+-- session was in its grace period, or the zset is new): a busy session pays the PEXPIREs about once a second, not per event,
+-- and after any event every key lives at least ttl - min(1 s, ttl/100). Keys this call may have created
+-- (checkpoints, idempotency keys) get the session's remaining lifetime. Without reset: the current lifetime is
+-- kept and spread to keys that may be new.
+local function refresh_ttl(reset, ttl_ms, in_grace, tok_key, wrote_cps, wrote_idem)
+  if reset then
+    -- Probe both: other scripts (join, leave, checkpoint, import) set the TTLs of keys 1..5 only.
+    local pttl = redis.call('PTTL', K_META)
+    local floor = ttl_ms - math.min(1000, math.floor(ttl_ms / 100))
+    if in_grace or pttl < floor or redis.call('PTTL', tok_key) < floor then
+      local ttl_s = fmt(ttl_ms)
+      for i = 1, 5 do
+        redis.call('PEXPIRE', KEYS[i], ttl_s)
+      end
+      redis.call('PEXPIRE', tok_key, ttl_s)
+      return
+    end
+    if wrote_cps then
+      redis.call('PEXPIRE', K_CPS, pttl)
+    end
+    if wrote_idem then
+      redis.call('PEXPIRE', K_IDEM, pttl)
+    end
+    return
+  end
+  local pttl = redis.call('PTTL', K_META)
+  if pttl > 0 then
+    expire_session(pttl)
+    redis.call('PEXPIRE', tok_key, pttl)
+  end
+end
+
 local function notice(etype, sid, seq, actor, ts)
   return '{"type":"' .. etype .. '","session_id":"' .. sid .. '","seq":' .. fmt(seq) ..
     ',"actor":"' .. actor .. '","timestamp":' .. fmt(ts) .. '}'

@@ -1,122 +1,171 @@
 -- emit.lua: append one event (sequence allocation, membership, optimistic checks, state transition,
 -- auto-checkpoint, failure snapshot, trimming, TTL refresh and notification in one atomic step).
--- KEYS: the six session keys (see common.lua)
+-- The hot path is 9 commands (HMGET of 8 meta fields, the retry token's check-and-claim, HGET agent, TIME,
+-- XADD, HSET meta, PTTL as TTL drift probe, PUBLISH); what is not due on this event is not done: the agent's
+-- last_seen, the activity index and the TTLs move at most every index refresh / drift bound, the log is
+-- trimmed in steps of max_events/64, and meta fields are read only when needed. Numbers become strings once.
+-- KEYS: the six session keys (see common.lua), KEYS[7] tokens (zset: internal retry token -> seq)
 -- ARGV[1] session id        ARGV[2] actor             ARGV[3] event type      ARGV[4] payload JSON
--- ARGV[5] idempotency token ('' = none)               ARGV[6] expected seq ('' = any)
+-- ARGV[5] token ('' = none) ARGV[6] expected seq ('' = any)
 -- ARGV[7] transition from ('' = no transition)        ARGV[8] transition to
 -- ARGV[9] reset ttl (1|0)   ARGV[10] checkpoint interval (0 = off)  ARGV[11] max events kept
 -- ARGV[12] session channel ('' = do not publish)      ARGV[13] failure states CSV
 -- ARGV[14] failure snapshot ttl ms ('' = snapshots off)  ARGV[15] events per failure snapshot
--- ARGV[16] index refresh ms  ARGV[17] max checkpoints kept
--- ARGV[18] (optional) 'SPUBLISH' to notify on the sharded channel (Redis Cluster 7.0+; the session channel
---          carries the session's hash tag, so it lives in this slot); anything else or absent: PUBLISH
+-- ARGV[16] index refresh ms (also how stale an agent's last_seen may get)  ARGV[17] max checkpoints kept
+-- ARGV[18] 'SPUBLISH' to notify on the sharded channel (Redis Cluster 7.0+), anything else: PUBLISH
+-- ARGV[19] '1': ARGV[5] is the caller's idempotency key (idem hash, 'k' field on the event, kept while the
+--          event is in the log); otherwise ARGV[5] is an internal retry token (tokens zset, no stream field)
 -- Returns {seq, index_due(0|1), checkpoint id or '', duplicate(0|1), failure snapshot id or '', last seq, now ms}
 local sid, actor, etype, payload, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local expected, from, to = ARGV[6], ARGV[7], ARGV[8]
+local from = ARGV[7]
+local K_TOK = KEYS[7]
 
-local meta = redis.call('HMGET', K_META, 'status', 'state', 'seq', 'ttl', 'ncp', 'cps', 'idx', 'md', 'ver',
-  'broken', 'first', 'hold', 'holdx')
+local meta = redis.call('HMGET', K_META, 'status', 'seq', 'ncp', 'idx', 'ver', 'first', 'grace', 'ttl')
 if not meta[1] then
   huddle_error('session_not_found', sid)
 end
-if token ~= '' then
+local seq = tonumber(meta[2]) + 1
+local seq_s = fmt(seq)
+local keyed = ARGV[19] == '1'
+-- A duplicate wins over every check below: a retry whose first attempt was written must get its seq back.
+local claimed = false
+if keyed then
   local prior = redis.call('HGET', K_IDEM, token)
   if prior then
     -- a bare seq, or 'first:count' when the key was used by a batch (emit_events)
-    return {tonumber(string.match(prior, '^%d+')), 0, '', 1, '', tonumber(meta[3]), 0}
+    return {tonumber(string.match(prior, '^%d+')), 0, '', 1, '', seq - 1, 0}
   end
+elseif token ~= '' then
+  -- Check and claim in one command; a refusal below gives the claim back (the script then wrote nothing).
+  if redis.call('ZADD', K_TOK, 'NX', seq_s, token) == 0 then
+    return {tonumber(redis.call('ZSCORE', K_TOK, token)), 0, '', 1, '', seq - 1, 0}
+  end
+  claimed = true
+end
+local function refuse(code, detail)
+  if claimed then
+    redis.call('ZREM', K_TOK, token)
+  end
+  huddle_error(code, detail)
 end
 if meta[1] == 'completed' then
-  huddle_error('session_completed', sid)
+  refuse('session_completed', sid)
 end
 local member = redis.call('HGET', K_AGENTS, actor)
 if not member then
-  huddle_error('not_a_member', actor)
+  refuse('not_a_member', actor)
 end
-local state, seq = meta[2], tonumber(meta[3])
-if expected ~= '' and tonumber(expected) ~= seq then
-  huddle_error('sequence_conflict', fmt(seq))
+if ARGV[6] ~= '' and tonumber(ARGV[6]) ~= seq - 1 then
+  refuse('sequence_conflict', fmt(seq - 1))
 end
-if from ~= '' and from ~= state then
-  huddle_error('state_conflict', state)
-end
-
-local now = now_ms()
-seq = seq + 1
-local event_seq = seq
-append_event(seq, etype, actor, now, payload, token)
-redis.call('HSET', K_AGENTS, actor, string.match(member, '^(%d+):') .. ':' .. fmt(now))
-if token ~= '' then
-  redis.call('HSET', K_IDEM, token, fmt(seq))
-end
-
-local broken = meta[10]
-local failure_id = ''
+local state, broken, md = nil, nil, nil
 if from ~= '' then
-  state = to
-  if in_csv(ARGV[13], to) then
+  local extra = redis.call('HMGET', K_META, 'state', 'broken', 'md')
+  state, broken, md = extra[1], extra[2] or '', extra[3] or '{}'
+  if from ~= state then
+    refuse('state_conflict', state)
+  end
+end
+
+local t = redis.call('TIME')
+local now_s = t[1] .. string.sub(t[2] + 1000000, 2, 4)
+local now = tonumber(now_s)
+if keyed then
+  redis.call('XADD', K_EVENTS, '0-' .. seq_s, 't', etype, 'a', actor, 'ts', now_s, 'd', payload, 'k', token)
+  redis.call('HSET', K_IDEM, token, seq_s)
+else
+  redis.call('XADD', K_EVENTS, '0-' .. seq_s, 't', etype, 'a', actor, 'ts', now_s, 'd', payload)
+end
+local refresh_ms = tonumber(ARGV[16])
+-- last_seen moves at most every refresh_ms (like the activity index), not on every event.
+if now - (tonumber(string.match(member, ':(%d+)$')) or 0) >= refresh_ms then
+  redis.call('HSET', K_AGENTS, actor, string.match(member, '^%d+') .. ':' .. now_s)
+end
+
+local meta_update = {'updated', now_s, 'ver', fmt(tonumber(meta[5]) + 1)}
+local n = 4
+if keyed then
+  meta_update[5], meta_update[6] = 'kseq', seq_s
+  n = 6
+end
+local failure_id = ''
+local failing = false
+if from ~= '' then
+  state = ARGV[8]
+  failing = in_csv(ARGV[13], state)
+  if failing then
     if broken == '' then
-      broken = fmt(now)
+      broken = now_s
     end
   else
     broken = ''
   end
+  meta_update[n + 1], meta_update[n + 2], meta_update[n + 3], meta_update[n + 4] = 'state', state, 'broken', broken
+  n = n + 4
 end
-local snapshot = ARGV[14] ~= '' and ((from ~= '' and in_csv(ARGV[13], to)) or etype == 'broke')
-if snapshot then
-  failure_id = write_failure(seq, now, state, meta[1], meta[8], tonumber(ARGV[15]), tonumber(ARGV[14]))
+local function load_state()
+  if state == nil then
+    local extra = redis.call('HMGET', K_META, 'state', 'md')
+    state, md = extra[1], extra[2] or '{}'
+  end
+end
+if ARGV[14] ~= '' and (failing or etype == 'broke') then
+  load_state()
+  failure_id = write_failure(seq, now, state, meta[1], md, tonumber(ARGV[15]), tonumber(ARGV[14]))
 end
 
-local ncp, cps, cp_id = tonumber(meta[5]) + 1, tonumber(meta[6]), ''
-local interval, max_events, max_cps = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[17])
+local event_seq_s = seq_s
+local ncp, cp_id, cps = tonumber(meta[3]) + 1, '', nil
+local interval, max_events = tonumber(ARGV[10]), tonumber(ARGV[11])
 if interval > 0 and ncp >= interval then
+  load_state()
   seq = seq + 1
-  cp_id = write_checkpoint(seq, now, actor, 'auto', state, meta[1], meta[8], failure_id, max_cps)
+  cp_id = write_checkpoint(seq, now, actor, 'auto', state, meta[1], md, failure_id, ARGV[17])
   ncp, cps = 0, seq
 end
-local first = tonumber(meta[11])
-local len = redis.call('XLEN', K_EVENTS)
-if len > max_events then
+-- The log holds every seq from 'first' to 'seq' (only trimming removes events, oldest first): no XLEN needed.
+-- It is trimmed back to max_events once it is max_events/64 over, so the trim's cost is shared by many events.
+local first = tonumber(meta[6] or '1')
+if seq - first + 1 > max_events + math.floor(max_events / 64) then
+  local more = redis.call('HMGET', K_META, 'cps', 'kseq')
+  cps = cps or tonumber(more[1])
   -- The log is about to lose events: make sure a checkpoint holds the state at or after them.
   if cps < seq - max_events then
+    load_state()
     seq = seq + 1
-    cp_id = write_checkpoint(seq, now, actor, 'trim', state, meta[1], meta[8], failure_id, max_cps)
+    cp_id = write_checkpoint(seq, now, actor, 'trim', state, meta[1], md, failure_id, ARGV[17])
     ncp, cps = 0, seq
   end
-  -- A recording (replay) holds the events it has not read yet: trim only before them while its lease lasts.
-  local hold = nil
-  if meta[12] and meta[13] and tonumber(meta[13]) > now then
-    hold = tonumber(meta[12])
+  local new_first = trim_log(first, seq - max_events + 1, now, tonumber(more[2]), K_TOK)
+  if new_first ~= first then
+    meta_update[n + 1], meta_update[n + 2] = 'first', fmt(new_first)
+    n = n + 2
   end
-  first = trim_events(max_events, hold) or first
 end
-
-local index_due, idx = 0, tonumber(meta[7])
-if now - idx >= tonumber(ARGV[16]) then
-  index_due, idx = 1, now
+if seq ~= tonumber(event_seq_s) then
+  seq_s = fmt(seq)
 end
-local meta_update = {'seq', fmt(seq), 'updated', fmt(now), 'ver', fmt(tonumber(meta[9]) + 1), 'state', state,
-  'ncp', fmt(ncp), 'broken', broken, 'idx', fmt(idx), 'first', fmt(first)}
+meta_update[n + 1], meta_update[n + 2], meta_update[n + 3], meta_update[n + 4] = 'seq', seq_s, 'ncp', fmt(ncp)
+n = n + 4
 if cp_id ~= '' then
-  meta_update[#meta_update + 1] = 'cp'
-  meta_update[#meta_update + 1] = cp_id
-  meta_update[#meta_update + 1] = 'cps'
-  meta_update[#meta_update + 1] = fmt(cps)
+  meta_update[n + 1], meta_update[n + 2], meta_update[n + 3], meta_update[n + 4] = 'cp', cp_id, 'cps', fmt(cps)
+  n = n + 4
 end
-if ARGV[9] == '1' then
-  meta_update[#meta_update + 1] = 'grace'
-  meta_update[#meta_update + 1] = '0'
+local index_due = 0
+if now - tonumber(meta[4]) >= refresh_ms then
+  index_due = 1
+  meta_update[n + 1], meta_update[n + 2] = 'idx', now_s
+  n = n + 2
+end
+local reset = ARGV[9] == '1'
+if reset and meta[7] == '1' then
+  meta_update[n + 1], meta_update[n + 2] = 'grace', '0'
 end
 redis.call('HSET', K_META, unpack(meta_update))
+refresh_ttl(reset, tonumber(meta[8]) * 1000, meta[7] == '1', K_TOK, cp_id ~= '', keyed)
 
-if ARGV[9] == '1' then
-  expire_session(tonumber(meta[4]) * 1000)
-else
-  keep_ttl()
-end
 if ARGV[12] ~= '' then
-  local publish = ARGV[18] == 'SPUBLISH' and 'SPUBLISH' or 'PUBLISH'
-  redis.call(publish, ARGV[12], '{"session_id":"' .. sid .. '","seq":' .. fmt(event_seq) .. ',"type":"' ..
-    etype .. '","actor":"' .. actor .. '","last_seq":' .. fmt(seq) .. '}')
+  redis.call(ARGV[18] == 'SPUBLISH' and 'SPUBLISH' or 'PUBLISH', ARGV[12], '{"session_id":"' .. sid .. '","seq":' ..
+    event_seq_s .. ',"type":"' .. etype .. '","actor":"' .. actor .. '","last_seq":' .. seq_s .. '}')
 end
-return {event_seq, index_due, cp_id, 0, failure_id, seq, now}
+return {tonumber(event_seq_s), index_due, cp_id, 0, failure_id, seq, now}

@@ -2,135 +2,172 @@
 -- Everything emit.lua checks is checked for the whole batch before the first write (membership, completed,
 -- expected seq, and every transition's 'from' against the state as it evolves through the batch), so a refused
 -- batch writes nothing. An auto-checkpoint due inside the batch is written once, right after its last event.
--- KEYS: the six session keys (see common.lua)
--- ARGV[1] session id        ARGV[2] actor             ARGV[3] idempotency token of the batch (never '')
+-- KEYS: the six session keys (see common.lua), KEYS[7] tokens (zset: internal retry token -> first seq)
+-- ARGV[1] session id        ARGV[2] actor             ARGV[3] token of the batch (never '')
 -- ARGV[4] expected seq ('' = any)                     ARGV[5] reset ttl (1|0)
 -- ARGV[6] checkpoint interval (0 = off)               ARGV[7] max events kept
 -- ARGV[8] session channel ('' = do not publish)       ARGV[9] failure states CSV
 -- ARGV[10] failure snapshot ttl ms ('' = off)         ARGV[11] events per failure snapshot
 -- ARGV[12] index refresh ms ARGV[13] max checkpoints kept  ARGV[14] 'SPUBLISH' | 'PUBLISH'
--- ARGV[15] number of events n; then 4 per event from ARGV[16]: type, payload JSON, transition from ('' = none), to
+-- ARGV[15] number of events n   ARGV[16] '1': ARGV[3] is the caller's idempotency key (idem hash, stored as
+-- 'first:n', 'k' field on the batch's first event), else an internal retry token (tokens zset)
+-- then 4 per event from ARGV[17]: type, payload JSON, transition from ('' = none), transition to
 -- Returns {first seq, n, index_due(0|1), checkpoint id or '', duplicate(0|1), {failure snapshot ids}, last seq,
 --          now ms}
 local sid, actor, token, expected = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local n = tonumber(ARGV[15])
+local n, keyed = tonumber(ARGV[15]), ARGV[16] == '1'
+local K_TOK = KEYS[7]
 
-local meta = redis.call('HMGET', K_META, 'status', 'state', 'seq', 'ttl', 'ncp', 'cps', 'idx', 'md', 'ver',
-  'broken', 'first', 'hold', 'holdx')
+local meta = redis.call('HMGET', K_META, 'status', 'state', 'seq', 'ttl', 'ncp', 'cps', 'idx', 'ver', 'first',
+  'grace', 'kseq', 'broken', 'md')
 if not meta[1] then
   huddle_error('session_not_found', sid)
 end
-local prior = redis.call('HGET', K_IDEM, token)
-if prior then
-  -- 'first:count' for a batch, a bare seq for a single emit_event
-  local pfirst, pcount = string.match(prior, '^(%d+):?(%d*)$')
-  return {tonumber(pfirst), tonumber(pcount) or 1, 0, '', 1, {}, tonumber(meta[3]), 0}
+local seq = tonumber(meta[3])
+local claimed = false
+if keyed then
+  local prior = redis.call('HGET', K_IDEM, token)
+  if prior then
+    -- 'first:count' for a batch, a bare seq for a single emit_event
+    local pfirst, pcount = string.match(prior, '^(%d+):?(%d*)$')
+    return {tonumber(pfirst), tonumber(pcount) or 1, 0, '', 1, {}, seq, 0}
+  end
+else
+  if redis.call('ZADD', K_TOK, 'NX', seq + 1, token) == 0 then
+    return {tonumber(redis.call('ZSCORE', K_TOK, token)), n, 0, '', 1, {}, seq, 0}
+  end
+  claimed = true
+end
+local function refuse(code, detail)
+  if claimed then
+    redis.call('ZREM', K_TOK, token)
+  end
+  huddle_error(code, detail)
 end
 if meta[1] == 'completed' then
-  huddle_error('session_completed', sid)
+  refuse('session_completed', sid)
 end
 local member = redis.call('HGET', K_AGENTS, actor)
 if not member then
-  huddle_error('not_a_member', actor)
+  refuse('not_a_member', actor)
 end
-local state, seq = meta[2], tonumber(meta[3])
+local state = meta[2]
 if expected ~= '' and tonumber(expected) ~= seq then
-  huddle_error('sequence_conflict', fmt(seq))
+  refuse('sequence_conflict', fmt(seq))
 end
 -- Dry run of the transitions: the batch is refused as a whole before anything is written.
 local walk = state
 for i = 0, n - 1 do
-  local from = ARGV[18 + 4 * i]
+  local from = ARGV[19 + 4 * i]
   if from ~= '' then
     if from ~= walk then
-      huddle_error('state_conflict', walk)
+      refuse('state_conflict', walk)
     end
-    walk = ARGV[19 + 4 * i]
+    walk = ARGV[20 + 4 * i]
   end
 end
 
 local now = now_ms()
+local now_s = fmt(now)
 local first_seq = seq + 1
 local csv, snapshots_on = ARGV[9], ARGV[10] ~= ''
-local broken = meta[10]
-local failure_ids, failure_id = {}, ''
+local broken, md = meta[12] or '', meta[13] or '{}'
+local failure_ids, failure_id, moved = {}, '', false
 for i = 0, n - 1 do
-  local base = 16 + 4 * i
-  local etype, payload, from, to = ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
+  local base = 17 + 4 * i
+  local etype, payload, from = ARGV[base], ARGV[base + 1], ARGV[base + 2]
   seq = seq + 1
-  -- The batch's token rides on its first event, so trimming that event drops the token with it.
-  append_event(seq, etype, actor, now, payload, i == 0 and token or nil)
-  local entering_failure = false
+  if i == 0 and keyed then
+    -- The key rides on the batch's first event, so trimming that event drops the key with it.
+    redis.call('XADD', K_EVENTS, '0-' .. seq, 't', etype, 'a', actor, 'ts', now_s, 'd', payload, 'k', token)
+  else
+    redis.call('XADD', K_EVENTS, '0-' .. seq, 't', etype, 'a', actor, 'ts', now_s, 'd', payload)
+  end
+  local failing = false
   if from ~= '' then
-    state = to
-    entering_failure = in_csv(csv, to)
-    if entering_failure then
+    moved = true
+    state = ARGV[base + 3]
+    failing = in_csv(csv, state)
+    if failing then
       if broken == '' then
-        broken = fmt(now)
+        broken = now_s
       end
     else
       broken = ''
     end
   end
-  if snapshots_on and (entering_failure or etype == 'broke') then
-    failure_id = write_failure(seq, now, state, meta[1], meta[8], tonumber(ARGV[11]), tonumber(ARGV[10]))
+  if snapshots_on and (failing or etype == 'broke') then
+    failure_id = write_failure(seq, now, state, meta[1], md, tonumber(ARGV[11]), tonumber(ARGV[10]))
     failure_ids[#failure_ids + 1] = failure_id
   end
 end
-local last_event = seq
-redis.call('HSET', K_AGENTS, actor, string.match(member, '^(%d+):') .. ':' .. fmt(now))
-redis.call('HSET', K_IDEM, token, fmt(first_seq) .. ':' .. fmt(n))
+local refresh_ms = tonumber(ARGV[12])
+local joined, seen = string.match(member, '^(%d+):(%d*)')
+if now - (tonumber(seen) or 0) >= refresh_ms then
+  redis.call('HSET', K_AGENTS, actor, joined .. ':' .. now_s)
+end
+local meta_update = {'updated', now_s, 'ver', tonumber(meta[8]) + 1}
+if keyed then
+  redis.call('HSET', K_IDEM, token, fmt(first_seq) .. ':' .. fmt(n))
+  meta_update[#meta_update + 1] = 'kseq'
+  meta_update[#meta_update + 1] = first_seq
+end
+if moved then
+  meta_update[#meta_update + 1] = 'state'
+  meta_update[#meta_update + 1] = state
+  meta_update[#meta_update + 1] = 'broken'
+  meta_update[#meta_update + 1] = broken
+end
 
 local ncp, cps, cp_id = tonumber(meta[5]) + n, tonumber(meta[6]), ''
-local interval, max_events, max_cps = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[13])
+local interval, max_events = tonumber(ARGV[6]), tonumber(ARGV[7])
 if interval > 0 and ncp >= interval then
   seq = seq + 1
-  cp_id = write_checkpoint(seq, now, actor, 'auto', state, meta[1], meta[8], failure_id, max_cps)
+  cp_id = write_checkpoint(seq, now, actor, 'auto', state, meta[1], md, failure_id, ARGV[13])
   ncp, cps = 0, seq
 end
-local first = tonumber(meta[11])
-local len = redis.call('XLEN', K_EVENTS)
-if len > max_events then
+local first = tonumber(meta[9] or '1')
+if seq - first + 1 > max_events + math.floor(max_events / 64) then
   if cps < seq - max_events then
     seq = seq + 1
-    cp_id = write_checkpoint(seq, now, actor, 'trim', state, meta[1], meta[8], failure_id, max_cps)
+    cp_id = write_checkpoint(seq, now, actor, 'trim', state, meta[1], md, failure_id, ARGV[13])
     ncp, cps = 0, seq
   end
-  local hold = nil
-  if meta[12] and meta[13] and tonumber(meta[13]) > now then
-    hold = tonumber(meta[12])
+  local new_first = trim_log(first, seq - max_events + 1, now, keyed and first_seq or tonumber(meta[11]), K_TOK)
+  if new_first ~= first then
+    meta_update[#meta_update + 1] = 'first'
+    meta_update[#meta_update + 1] = new_first
   end
-  first = trim_events(max_events, hold) or first
 end
-
-local index_due, idx = 0, tonumber(meta[7])
-if now - idx >= tonumber(ARGV[12]) then
-  index_due, idx = 1, now
-end
-local meta_update = {'seq', fmt(seq), 'updated', fmt(now), 'ver', fmt(tonumber(meta[9]) + 1), 'state', state,
-  'ncp', fmt(ncp), 'broken', broken, 'idx', fmt(idx), 'first', fmt(first)}
+meta_update[#meta_update + 1] = 'seq'
+meta_update[#meta_update + 1] = seq
+meta_update[#meta_update + 1] = 'ncp'
+meta_update[#meta_update + 1] = ncp
 if cp_id ~= '' then
   meta_update[#meta_update + 1] = 'cp'
   meta_update[#meta_update + 1] = cp_id
   meta_update[#meta_update + 1] = 'cps'
-  meta_update[#meta_update + 1] = fmt(cps)
+  meta_update[#meta_update + 1] = cps
 end
-if ARGV[5] == '1' then
+local index_due = 0
+if now - tonumber(meta[7]) >= refresh_ms then
+  index_due = 1
+  meta_update[#meta_update + 1] = 'idx'
+  meta_update[#meta_update + 1] = now_s
+end
+local reset = ARGV[5] == '1'
+if reset and meta[10] == '1' then
   meta_update[#meta_update + 1] = 'grace'
   meta_update[#meta_update + 1] = '0'
 end
 redis.call('HSET', K_META, unpack(meta_update))
+refresh_ttl(reset, tonumber(meta[4]) * 1000, meta[10] == '1', K_TOK, cp_id ~= '', keyed)
 
-if ARGV[5] == '1' then
-  expire_session(tonumber(meta[4]) * 1000)
-else
-  keep_ttl()
-end
 if ARGV[8] ~= '' then
   local publish = ARGV[14] == 'SPUBLISH' and 'SPUBLISH' or 'PUBLISH'
   for i = 0, n - 1 do
-    redis.call(publish, ARGV[8], '{"session_id":"' .. sid .. '","seq":' .. fmt(first_seq + i) .. ',"type":"' ..
-      ARGV[16 + 4 * i] .. '","actor":"' .. actor .. '","last_seq":' .. fmt(seq) .. '}')
+    redis.call(publish, ARGV[8], '{"session_id":"' .. sid .. '","seq":' .. (first_seq + i) .. ',"type":"' ..
+      ARGV[17 + 4 * i] .. '","actor":"' .. actor .. '","last_seq":' .. seq .. '}')
   end
 end
 return {first_seq, n, index_due, cp_id, 0, failure_ids, seq, now}
