@@ -1,384 +1,363 @@
-"""Benchmark: ``SessionManager.emit_event`` against a raw redis-py EVALSHA baseline doing the same Redis work.
+"""Benchmark: the cost of an appended event (issue 12), huddle against raw redis-py baselines in the same run.
 
-Run: ``.venv/bin/python benchmarks/emit.py`` (``make bench``). Uses ``HUDDLE_REDIS_URL`` if set, else starts an
-embedded redis-server. Both sides run in the same process, on the same server, with clients built from the same
-settings. Within each round the two sides run in alternating blocks (ABBA), each on its own fresh session, so
-load from other processes hits both alike; the medians over the rounds are reported. A warm-up run per side
-checks (INFO commandstats) that both make the server run the same commands.
+Run: ``.venv/bin/python benchmarks/emit.py`` (``make bench``; ``--help`` for the counts). Uses ``HUDDLE_REDIS_URL``
+if set, else starts an embedded redis-server. Sides, all in this process on the same server:
 
-The baseline EVALSHAs the very text of ``scripts/common.lua`` + ``scripts/emit.lua`` (read from the installed
-package, so the server work is identical: TIME, idempotency HSET, XADD, agent HSET, meta HSET, PEXPIREs,
-PUBLISH, auto-checkpoint every N, trimming) with a payload serialized once and tokens generated up front.
-What the ratio measures is therefore huddle's Python overhead: id checks, event validation, serialization,
-argument building, error mapping and result parsing.
+- ``huddle``: ``SessionManager.emit_event(sid, event_dict, agent)`` with the defaults (auto-pipelining on);
+- ``own``: plain redis-py (``redis.asyncio.Redis.from_url``: a pool, one request per connection) sending the very
+  script command huddle sends (recorded from huddle, fresh idempotency tokens): huddle's Python cost;
+- ``lean``: plain redis-py EVALSHA of issue 12's lean append script (the issue's baseline);
+- ``batch``: ``emit_events`` in batches of 100 from one task (one session, and ``--batch-sessions`` sessions at
+  once sharing round trips) against raw pipelined XADDs of the same payloads.
+
+Modes: sequential (one caller) and concurrent (``--agents`` tasks on one session). Each round builds fresh sessions
+and runs the sides in alternating blocks (ABBA), so load from other processes hits them alike; medians over the
+rounds are reported. Server µs per script call come from ``INFO commandstats`` deltas around every block. Then
+bytes per stored event (``MEMORY USAGE``) and, in fresh event loops alternated per round, uvloop against asyncio.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
 import os
-import statistics
 import sys
-import time
-import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-import huddle
-from huddle import EmbeddedRedis, SessionEvent, SessionManager, SessionManagerConfig
-from huddle.backend.connection import RedisClient, create_client
-from huddle.core.keys import SessionKeys
+# This folder comes first on sys.path when run as a script; a module here named like a standard library one
+# (benchmarks/http.py) would shadow it for every import below. Look here last.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") != _HERE] + [_HERE]
 
-TARGET_SEQUENTIAL = 0.75
-TARGET_CONCURRENT = 0.6
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+from collections.abc import Awaitable, Callable, Sequence  # noqa: E402
+from contextlib import AsyncExitStack  # noqa: E402
+from typing import Any  # noqa: E402
 
-EVENT: dict[str, Any] = {
-    "type": "modified",
-    "changeInfo": {
-        "elementType": "function",
-        "entityIds": ["src/auth/login.ts", "src/auth/session.ts"],
-        "operation": "updated",
-        "description": "validate the refresh token before issuing a new one",
-    },
-    "impact": {"severity": "medium", "affectedEntities": ["auth.test.ts"]},
-    "data": {"lines_changed": 42, "reviewer": "frontend-agent"},
+import redis.asyncio as aioredis  # noqa: E402
+from emit_workloads import (  # noqa: E402
+    Sample,
+    Workload,
+    bytes_per_event,
+    huddle_batches,
+    huddle_emits,
+    lean_script,
+    own_script,
+    raw_xadd_pipeline,
+)
+
+from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig  # noqa: E402
+
+TARGETS = {
+    ("concurrent", "huddle", "lean"): 2.0,  # stretch 2.5
+    ("sequential", "huddle", "lean"): 0.75,
+    ("concurrent", "huddle", "own"): 0.6,  # issue 2's targets, against huddle's own script
+    ("sequential", "huddle", "own"): 0.75,
 }
-"""A typical agent event, as a plain dict with the spec's camelCase names (validated on every call)."""
+TARGET_BATCH_EVENTS = 50_000
+TARGET_SERVER_RATIO = 1.5
+TARGET_BYTES_RATIO = 2.0
 
-EmitCall = Callable[[int, str], Awaitable[Any]]
-"""Emit event number ``i`` as ``actor``."""
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One timed run: wall seconds, this process's CPU seconds and per-call latencies (seconds)."""
-
-    events: int
-    wall: float
-    cpu: float
-    latencies: list[float]
-
-    @property
-    def throughput(self) -> float:
-        return self.events / self.wall
-
-    @property
-    def cpu_per_event(self) -> float:
-        """Client CPU per emit: less disturbed than wall time by other processes on a shared machine."""
-        return self.cpu / self.events
-
-    def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+Factory = Callable[[], Awaitable[Workload]]
 
 
 def merged(samples: Sequence[Sample]) -> Sample:
-    """Several blocks of one side as one sample."""
+    server: dict[str, tuple[int, float]] = {}
+    for sample in samples:
+        for name, (calls, usec) in sample.server.items():
+            was = server.get(name, (0, 0.0))
+            server[name] = (was[0] + calls, was[1] + usec)
     return Sample(
         sum(s.events for s in samples),
         sum(s.wall for s in samples),
         sum(s.cpu for s in samples),
         [latency for s in samples for latency in s.latencies],
+        server,
     )
 
 
-async def run_sequential(emit: EmitCall, actor: str, count: int, first: int = 0) -> Sample:
-    """``count`` emits one after the other (event numbers ``first`` on)."""
-    latencies = []
-    clock = time.perf_counter
-    cpu, begin = time.process_time(), clock()
-    for i in range(first, first + count):
-        start = clock()
-        await emit(i, actor)
-        latencies.append(clock() - start)
-    return Sample(count, clock() - begin, time.process_time() - cpu, latencies)
+async def paired_round(factories: dict[str, Factory], events: int, block: int) -> dict[str, Sample]:
+    """Every side on fresh sessions, in alternating blocks (ABBA...)."""
+    workloads = {side: await factory() for side, factory in factories.items()}
+    blocks: dict[str, list[Sample]] = {side: [] for side in workloads}
+    order = list(workloads)
+    for n, first in enumerate(range(0, events - block + 1, block)):
+        for side in order if n % 2 == 0 else reversed(order):
+            blocks[side].append(await workloads[side](block, first))
+    return {side: merged(samples) for side, samples in blocks.items()}
 
 
-async def run_concurrent(emit: EmitCall, actors: Sequence[str], per_agent: int, first: int = 0) -> Sample:
-    """Every actor emits ``per_agent`` events, all actors at once (one task each)."""
-    latencies: list[float] = []
-    clock = time.perf_counter
+def summary(samples: list[Sample], per_call_events: int = 1) -> dict[str, Any]:
+    def med(metric: Callable[[Sample], float]) -> float:
+        return statistics.median(metric(s) for s in samples)
 
-    async def agent(index: int, actor: str) -> None:
-        for i in range(per_agent):
-            start = clock()
-            await emit(first + index * per_agent + i, actor)
-            latencies.append(clock() - start)
-
-    cpu, begin = time.process_time(), clock()
-    await asyncio.gather(*(agent(index, actor) for index, actor in enumerate(actors)))
-    return Sample(per_agent * len(actors), clock() - begin, time.process_time() - cpu, latencies)
-
-
-class Baseline:
-    """Raw redis-py: EVALSHA of emit.lua's exact text with pre-built arguments."""
-
-    def __init__(self, client: RedisClient, config: SessionManagerConfig) -> None:
-        folder = Path(huddle.__file__).parent / "scripts"
-        self.source = (folder / "common.lua").read_text() + "\n" + (folder / "emit.lua").read_text()
-        self.client = client
-        self.config = config
-        self.sha = ""
-        self.payload = SessionEvent.model_validate(EVENT).payload_json()
-
-    async def load(self) -> None:
-        self.sha = await self.client.script_load(self.source)
-
-    def emitter(self, keys: SessionKeys, session_id: str, count: int) -> EmitCall:
-        """An emit call for one session; its arguments (tokens included) are built before timing starts."""
-        cfg = self.config
-        failure_ttl = str(cfg.failure_snapshot_ttl * 1000) if cfg.enable_failure_snapshots else ""
-        tail = [
-            "", "", "", 1, cfg.checkpoint_interval, cfg.max_events_per_session, keys.channel,
-            ",".join(cfg.failure_states), failure_ttl, cfg.failure_snapshot_events, cfg.index_refresh_ms,
-            cfg.max_checkpoints_per_session, "PUBLISH",
-        ]  # fmt: skip
-        tokens = [os.urandom(8).hex() for _ in range(count)]
-        head = [self.sha, 6, *keys.all, session_id]
-        etype, payload, evalsha = EVENT["type"], self.payload, self.client.evalsha
-
-        def emit(i: int, actor: str) -> Awaitable[Any]:
-            call: Awaitable[Any] = evalsha(*head, actor, etype, payload, tokens[i], *tail)
-            return call
-
-        return emit
-
-
-def huddle_emitter(manager: SessionManager, session_id: str) -> EmitCall:
-    """``manager.emit_event`` with the event as a dict, as an agent would call it."""
-
-    def emit(i: int, actor: str) -> Awaitable[int]:
-        return manager.emit_event(session_id, EVENT, actor)
-
-    return emit
-
-
-async def new_session(manager: SessionManager, agents: Sequence[str]) -> str:
-    """A fresh session with every agent a member (set-up, not timed)."""
-    session_id = await manager.create_session(agents[0])
-    for agent in agents[1:]:
-        await manager.join_session(session_id, agent)
-    return session_id
-
-
-@dataclass
-class Results:
-    """Samples per (mode, side) over all rounds."""
-
-    samples: dict[tuple[str, str], list[Sample]]
-
-    def add(self, mode: str, side: str, sample: Sample) -> None:
-        self.samples.setdefault((mode, side), []).append(sample)
-
-    def median(self, mode: str, side: str, metric: Callable[[Sample], float]) -> float:
-        return statistics.median(metric(s) for s in self.samples[(mode, side)])
-
-    def round_ratios(self, mode: str) -> list[float]:
-        pairs = zip(self.samples[(mode, "huddle")], self.samples[(mode, "baseline")], strict=True)
-        return [h.throughput / b.throughput for h, b in pairs]
-
-
-async def command_counts(client: RedisClient) -> dict[str, int]:
-    """Calls per command on the server so far (INFO commandstats; commands run by scripts count too)."""
-    stats = await client.info("commandstats")
-    return {name.removeprefix("cmdstat_"): int(entry["calls"]) for name, entry in stats.items()}
-
-
-def work_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    """Commands the server ran between two ``command_counts`` (INFO itself excluded)."""
-    delta = {name: calls - before.get(name, 0) for name, calls in after.items() if name != "info"}
-    return {name: calls for name, calls in sorted(delta.items()) if calls}
-
-
-ALLOWED_EXTRA = {"zadd"}
-"""What huddle may send besides the script: the activity-index refresh (ZADD GT, once per index_refresh_ms)."""
+    return {
+        "events_per_round": samples[0].events,
+        "throughput": med(lambda s: s.throughput),
+        "p50_ms": med(lambda s: s.percentile(0.5)) * 1000,
+        "p99_ms": med(lambda s: s.percentile(0.99)) * 1000,
+        "client_cpu_us_per_event": med(lambda s: s.cpu_per_event) * 1e6,
+        "server_script_us_per_event": med(lambda s: s.script_us_per_call) / per_call_events,
+        "server_calls_per_event": med(lambda s: sum(c for n, (c, _) in s.server.items()) / s.events),
+    }
 
 
 async def bench(args: argparse.Namespace, url: str) -> dict[str, Any]:
-    config = SessionManagerConfig(redis_url=url, namespace=f"bench{uuid.uuid4().hex[:8]}")
+    config = SessionManagerConfig(redis_url=url, namespace=f"bench{os.urandom(4).hex()}")
     agents = [f"agent-{n:02d}" for n in range(args.agents)]
-    results = Results({})
+    cfg = config
+    rounds: dict[str, list[dict[str, Sample]]] = {"sequential": [], "concurrent": [], "batch": []}
     async with AsyncExitStack() as stack:
         manager = await stack.enter_async_context(SessionManager(config))
-        raw = create_client(config)
+        raw = aioredis.Redis.from_url(url, decode_responses=True)
         stack.push_async_callback(raw.aclose)
-        baseline = Baseline(raw, config)
-        await baseline.load()
         server = await raw.info("server")
-
-        async def emitter(mode: str, side: str, count: int) -> EmitCall:
-            """An emit call on a fresh session (set-up, not timed)."""
-            session_id = await new_session(manager, agents if mode == "concurrent" else agents[:1])
-            if side == "baseline":
-                return baseline.emitter(manager.keys.session(session_id), session_id, count)
-            return huddle_emitter(manager, session_id)
-
-        async def block(mode: str, emit: EmitCall, events: int, first: int) -> Sample:
-            if mode == "sequential":
-                return await run_sequential(emit, agents[0], events, first)
-            return await run_concurrent(emit, agents, events // len(agents), first)
-
-        async def audit(mode: str, side: str, count: int) -> dict[str, int]:
-            """An untimed run of one side alone; returns the commands the server ran for it."""
-            emit = await emitter(mode, side, count)
-            before = await command_counts(raw)
-            await block(mode, emit, count, 0)
-            return work_delta(before, await command_counts(raw))
-
-        async def paired_round(mode: str, count: int, block_events: int) -> None:
-            """Both sides, each on its own fresh session, in alternating blocks (ABBA): a burst of load from
-            other processes hits both sides alike instead of one whole run."""
-            emits = {side: await emitter(mode, side, count) for side in ("baseline", "huddle")}
-            blocks: dict[str, list[Sample]] = {"baseline": [], "huddle": []}
-            for n, first in enumerate(range(0, count - block_events + 1, block_events)):
-                for side in ("baseline", "huddle") if n % 2 == 0 else ("huddle", "baseline"):
-                    blocks[side].append(await block(mode, emits[side], block_events, first))
-            for side, samples in blocks.items():
-                results.add(mode, side, merged(samples))
-
-        # Warm-up, and a check that both sides make the server do the same work (the same commands, as often).
-        work: dict[str, dict[str, int]] = {}
-        for mode in ("sequential", "concurrent"):
-            for side in ("baseline", "huddle"):
-                work[f"{mode}/{side}"] = await audit(mode, side, args.warmup)
-        extra = {
-            mode: {
-                name: work[f"{mode}/huddle"].get(name, 0) - work[f"{mode}/baseline"].get(name, 0)
-                for name in work[f"{mode}/huddle"].keys() | work[f"{mode}/baseline"].keys()
-                if work[f"{mode}/huddle"].get(name, 0) != work[f"{mode}/baseline"].get(name, 0)
-            }
-            for mode in ("sequential", "concurrent")
+        lean_args = (cfg.max_events_per_session, cfg.default_ttl)
+        modes: dict[str, tuple[dict[str, Factory], int, int]] = {
+            "sequential": (
+                {
+                    "huddle": lambda: huddle_emits(manager, raw, agents[:1]),
+                    "own": lambda: own_script(manager, raw, agents[:1]),
+                    "lean": lambda: lean_script(raw, 1, *lean_args),
+                },
+                args.events,
+                args.block,
+            ),
+            "concurrent": (
+                {
+                    "huddle": lambda: huddle_emits(manager, raw, agents),
+                    "own": lambda: own_script(manager, raw, agents),
+                    "lean": lambda: lean_script(raw, len(agents), *lean_args),
+                },
+                args.concurrent_events,
+                args.concurrent_block,
+            ),
+            "batch": (
+                {
+                    "huddle": lambda: huddle_batches(manager, raw, 1, args.batch),
+                    "huddle_many": lambda: huddle_batches(manager, raw, args.batch_sessions, args.batch),
+                    "xadd": lambda: raw_xadd_pipeline(raw, args.batch, cfg.max_events_per_session),
+                },
+                args.batch_events,
+                args.batch_block,
+            ),
         }
-        same_work = all(
-            name in ALLOWED_EXTRA and diff > 0 for diffs in extra.values() for name, diff in diffs.items()
-        )
+        for factories, _events, block in modes.values():  # warm-up: scripts loaded, connections open
+            await paired_round(factories, block, block)
         for n in range(args.rounds):
-            await paired_round("sequential", args.events, args.block)
-            await paired_round("concurrent", args.concurrent_events, args.concurrent_block)
+            for mode, (factories, events, block) in modes.items():
+                rounds[mode].append(await paired_round(factories, events, block))
             if not args.quiet:
-                seq, conc = results.round_ratios("sequential")[-1], results.round_ratios("concurrent")[-1]
-                print(f"round {n + 1}/{args.rounds}: ratio sequential {seq:.3f}, concurrent {conc:.3f}")
+                line = ", ".join(
+                    f"{mode} {side} {r[-1][side].throughput:,.0f}/s"
+                    for mode, r in rounds.items()
+                    for side in r[-1]
+                )
+                print(f"round {n + 1}/{args.rounds} (load {os.getloadavg()[0]:.2f}): {line}", flush=True)
+        memory = await bytes_per_event(manager, raw, cfg.max_events_per_session)
 
     report: dict[str, Any] = {
+        "command": " ".join([".venv/bin/python", *sys.argv]),
         "redis_version": server.get("redis_version"),
         "python": sys.version.split()[0],
         "rounds": args.rounds,
         "agents": args.agents,
-        "server_work_per_warmup_run": work,
-        "huddle_extra_commands": extra,
-        "same_server_work": same_work,
+        "load_average": os.getloadavg(),
         "modes": {},
+        "memory": memory,
     }
-    for mode, target in (("sequential", TARGET_SEQUENTIAL), ("concurrent", TARGET_CONCURRENT)):
-        entry: dict[str, Any] = {"target": target}
-        for side in ("baseline", "huddle"):
-            entry[side] = {
-                "events_per_round": results.samples[(mode, side)][0].events,
-                "throughput": results.median(mode, side, lambda s: s.throughput),
-                "p50_ms": results.median(mode, side, lambda s: s.percentile(0.50)) * 1000,
-                "p99_ms": results.median(mode, side, lambda s: s.percentile(0.99)) * 1000,
-                "client_cpu_us_per_event": results.median(mode, side, lambda s: s.cpu_per_event) * 1e6,
-            }
-        entry["ratio"] = entry["huddle"]["throughput"] / entry["baseline"]["throughput"]
-        entry["round_ratios"] = results.round_ratios(mode)
-        entry["met"] = entry["ratio"] >= target
+    for mode, mode_rounds in rounds.items():
+        per_event = args.batch if mode == "batch" else 1
+        entry: dict[str, Any] = {
+            side: summary([r[side] for r in mode_rounds], per_event if side.startswith("huddle") else 1)
+            for side in mode_rounds[0]
+        }
         report["modes"][mode] = entry
+    ratios: dict[str, Any] = {}
+    for (mode, side, base), target in TARGETS.items():
+        per_round = [r[side].throughput / r[base].throughput for r in rounds[mode]]
+        ratios[f"{mode} {side}/{base}"] = {
+            "ratio": statistics.median(per_round),
+            "rounds": per_round,
+            "target": target,
+        }
+    for side in ("huddle", "huddle_many"):
+        per_round = [r[side].throughput / r["xadd"].throughput for r in rounds["batch"]]
+        ratios[f"batch {side}/xadd"] = {
+            "ratio": statistics.median(per_round),
+            "rounds": per_round,
+            "target": None,
+        }
+    report["ratios"] = ratios
+    concurrent = report["modes"]["concurrent"]
+    report["server_ratio"] = {
+        "huddle_us": concurrent["huddle"]["server_script_us_per_event"],
+        "lean_us": concurrent["lean"]["server_script_us_per_event"],
+        "batch_us": report["modes"]["batch"]["huddle"]["server_script_us_per_event"],
+    }
+    report["server_ratio"]["ratio"] = report["server_ratio"]["huddle_us"] / report["server_ratio"]["lean_us"]
     return report
 
 
+# -- uvloop against asyncio: each run in a fresh event loop, alternated per round ---------------------------------
+async def loop_run(args: argparse.Namespace, url: str) -> dict[str, float]:
+    config = SessionManagerConfig(redis_url=url, namespace=f"bench{os.urandom(4).hex()}")
+    agents = [f"agent-{n:02d}" for n in range(args.agents)]
+    async with SessionManager(config) as manager:
+        raw = aioredis.Redis.from_url(url, decode_responses=True)
+        try:
+            lean_args = (config.max_events_per_session, config.default_ttl)
+            factories: dict[str, Factory] = {
+                "huddle concurrent": lambda: huddle_emits(manager, raw, agents),
+                "lean concurrent": lambda: lean_script(raw, len(agents), *lean_args),
+            }
+            await paired_round(factories, args.concurrent_block, args.concurrent_block)  # warm-up
+            out = {side: s.throughput for side, s in (await paired_round(factories, *args.uv_counts)).items()}
+            seq: dict[str, Factory] = {
+                "huddle sequential": lambda: huddle_emits(manager, raw, agents[:1]),
+                "lean sequential": lambda: lean_script(raw, 1, *lean_args),
+            }
+            out.update(
+                {
+                    side: s.throughput
+                    for side, s in (await paired_round(seq, args.block * 4, args.block)).items()
+                }
+            )
+            return out
+        finally:
+            await raw.aclose()
+
+
+def uvloop_compare(args: argparse.Namespace, url: str) -> dict[str, Any] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    runs: dict[str, list[dict[str, float]]] = {"asyncio": [], "uvloop": []}
+    for n in range(args.uvloop_rounds):
+        for kind in ("asyncio", "uvloop") if n % 2 == 0 else ("uvloop", "asyncio"):
+            factory = uvloop.new_event_loop if kind == "uvloop" else asyncio.new_event_loop
+            with asyncio.Runner(loop_factory=factory) as runner:
+                runs[kind].append(runner.run(loop_run(args, url)))
+    out: dict[str, Any] = {}
+    for side in runs["asyncio"][0]:
+        a = statistics.median(r[side] for r in runs["asyncio"])
+        u = statistics.median(r[side] for r in runs["uvloop"])
+        out[side] = {"asyncio": a, "uvloop": u, "ratio": u / a}
+    return out
+
+
 def print_report(report: dict[str, Any]) -> None:
+    print(f"\n$ {report['command']}")
+    load = ", ".join(f"{x:.2f}" for x in report["load_average"])
     print(
-        f"\nemit_event vs raw EVALSHA — redis {report['redis_version']}, python {report['python']}, "
-        f"median of {report['rounds']} rounds"
-    )
-    seq_work = report["server_work_per_warmup_run"]["sequential/baseline"]
-    extra = {mode: diffs for mode, diffs in report["huddle_extra_commands"].items() if diffs}
-    print(
-        f"server work per side {'identical' if report['same_server_work'] else 'DIFFERENT'} "
-        f"(huddle's extra commands: {extra or 'none'}); per warm-up run: "
-        + ", ".join(f"{name} {calls}" for name, calls in seq_work.items())
+        f"redis {report['redis_version']}, python {report['python']}, medians of {report['rounds']} rounds, "
+        f"{report['agents']} agents, load average at the end {load}"
     )
     header = (
-        f"{'mode':<11} {'side':<9} {'events':>7} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'cpu us/op':>10}"
+        f"{'mode':<11} {'side':<12} {'events':>7} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'cpu us/ev':>9} {'srv us/ev':>9} {'cmds/ev':>7}"
     )
     print(header)
     print("-" * len(header))
     for mode, entry in report["modes"].items():
-        label = mode if mode == "sequential" else f"{mode[:4]}. x{report['agents']}"
-        for side in ("baseline", "huddle"):
-            row = entry[side]
+        for side, row in entry.items():
             print(
-                f"{label:<11} {side:<9} {row['events_per_round']:>7} {row['throughput']:>9.0f} "
-                f"{row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f} {row['client_cpu_us_per_event']:>10.1f}"
+                f"{mode:<11} {side:<12} {row['events_per_round']:>7} {row['throughput']:>9,.0f} "
+                f"{row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f} {row['client_cpu_us_per_event']:>9.1f} "
+                f"{row['server_script_us_per_event']:>9.1f} {row['server_calls_per_event']:>7.1f}"
             )
-        rounds = ", ".join(f"{r:.2f}" for r in entry["round_ratios"])
-        verdict = "met" if entry["met"] else "MISSED"
-        print(
-            f"{'':<11} ratio     {entry['ratio']:.3f} (target >= {entry['target']}: {verdict}; rounds: {rounds})"
+    print(
+        "(srv us/ev: server µs per script call, per event for batches; cmds/ev: every command the server ran,"
+    )
+    print(" those run inside scripts included)")
+    for name, entry in report["ratios"].items():
+        rounds = ", ".join(f"{r:.2f}" for r in entry["rounds"])
+        target = entry["target"]
+        verdict = (
+            ""
+            if target is None
+            else f" (target >= {target}: {'met' if entry['ratio'] >= target else 'MISSED'})"
         )
+        print(f"ratio {name:<26} {entry['ratio']:.3f}{verdict}; rounds: {rounds}")
+    batch = report["modes"]["batch"]["huddle"]["throughput"]
+    verdict = "met" if batch >= TARGET_BATCH_EVENTS else "MISSED"
+    print(f"batch append events/s {batch:,.0f} (target >= {TARGET_BATCH_EVENTS:,}: {verdict})")
+    server = report["server_ratio"]
+    verdict = "met" if server["ratio"] <= TARGET_SERVER_RATIO else "MISSED"
+    print(
+        f"server µs per event: huddle {server['huddle_us']:.1f}, lean {server['lean_us']:.1f}, ratio "
+        f"{server['ratio']:.2f} (target <= {TARGET_SERVER_RATIO}: {verdict}); emit_events per event "
+        f"{server['batch_us']:.1f}"
+    )
+    mem = report["memory"]
+    ratio = mem["per_event_session"] / mem["payload_bytes"]
+    print(
+        f"memory: {mem['events']} events, payload {mem['payload_bytes']} B (event JSON {mem['event_json_bytes']} B); "
+        f"session keys {mem['per_event_session']:.0f} B/event ({ratio:.2f}x payload, target <= "
+        f"{TARGET_BYTES_RATIO}: {'met' if ratio <= TARGET_BYTES_RATIO else 'MISSED'}), events stream "
+        f"{mem['per_event_stream']:.0f} B/event, lean script's stream {mem['lean_stream_per_event']:.0f} B/event; "
+        f"per key {mem['keys']}"
+    )
+    uv = report.get("uvloop")
+    if uv is None:
+        print("uvloop: skipped (--uvloop-rounds 0) or not installed")
+    else:
+        for side, row in uv.items():
+            print(
+                f"uvloop {side:<18} asyncio {row['asyncio']:>9,.0f}/s  uvloop {row['uvloop']:>9,.0f}/s  "
+                f"x{row['ratio']:.2f}"
+            )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--events", type=int, default=2000, help="sequential emits per round and side")
-    parser.add_argument(
-        "--concurrent-events",
-        type=int,
-        default=10000,
-        help="concurrent emits per round and side (split over agents)",
-    )
-    parser.add_argument(
-        "--block", type=int, default=None, help="sequential emits per alternating block (default 100)"
-    )
-    parser.add_argument(
-        "--concurrent-block",
-        type=int,
-        default=None,
-        help="concurrent emits per alternating block (default 1000)",
-    )
-    parser.add_argument("--agents", type=int, default=50, help="concurrent agents (tasks), one session")
-    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds; medians are reported")
-    parser.add_argument("--warmup", type=int, default=300, help="untimed emits per side before the rounds")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument(
-        "--check", action="store_true", help="exit 1 if a ratio misses its target or the server work differs"
-    )
-    parser.add_argument("--quiet", action="store_true", help="no per-round lines")
+    add = parser.add_argument
+    add("--events", type=int, default=2000, help="sequential events per round and side")
+    add("--block", type=int, default=200, help="sequential events per alternating block")
+    add("--concurrent-events", type=int, default=10000, help="concurrent events per round and side")
+    add("--concurrent-block", type=int, default=1000, help="concurrent events per alternating block")
+    add("--agents", type=int, default=50, help="concurrent agents (tasks), one session")
+    add("--batch", type=int, default=100, help="events per emit_events call / per XADD pipeline")
+    add("--batch-sessions", type=int, default=10, help="sessions appended to at once by the one task")
+    add("--batch-events", type=int, default=20000, help="batched events per round and side")
+    add("--batch-block", type=int, default=4000, help="batched events per alternating block")
+    add("--rounds", type=int, default=5, help="alternating rounds; medians are reported")
+    add("--uvloop-rounds", type=int, default=4, help="fresh-loop runs per loop kind (0: skip)")
+    add("--json", action="store_true", help="print the report as JSON")
+    add("--check", action="store_true", help="exit 1 if a target is missed")
+    add("--quiet", action="store_true", help="no per-round lines")
     args = parser.parse_args(argv)
-    if args.block is None:
-        args.block = min(100, args.events)
-    if args.concurrent_block is None:
-        args.concurrent_block = min(1000, args.concurrent_events)
-    for name in ("events", "concurrent_events", "block", "concurrent_block", "agents", "rounds", "warmup"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.block > args.events or args.concurrent_block > args.concurrent_events:
-        parser.error("a block cannot be larger than the events per round")
-    if args.concurrent_block % args.agents or args.warmup % args.agents:
-        parser.error("--concurrent-block and --warmup must be multiples of --agents")
+    if args.concurrent_block % args.agents or args.batch_block % (args.batch * args.batch_sessions):
+        parser.error("--concurrent-block must be a multiple of --agents, --batch-block of batch x sessions")
+    for name in ("events", "concurrent_events", "batch_events"):
+        if getattr(args, name) < getattr(args, name.replace("events", "block")):
+            parser.error(f"--{name.replace('_', '-')} must be at least its block")
+    args.uv_counts = (args.concurrent_block * 4, args.concurrent_block)
     return args
 
 
-async def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     url = os.environ.get("HUDDLE_REDIS_URL")
-    if url:
-        report = await bench(args, url)
-    else:
-        async with EmbeddedRedis() as server:
-            report = await bench(args, server.url)
+    server = None if url else EmbeddedRedis().start()
+    try:
+        url = url or (server.url if server else "")
+        report = asyncio.run(bench(args, url))
+        report["uvloop"] = uvloop_compare(args, url) if args.uvloop_rounds else None
+    finally:
+        if server is not None:
+            server.stop()
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print_report(report)
-    missed = [mode for mode, entry in report["modes"].items() if not entry["met"]]
-    return 1 if args.check and (missed or not report["same_server_work"]) else 0
+    missed = [
+        name for name, e in report["ratios"].items() if e["target"] is not None and e["ratio"] < e["target"]
+    ]
+    batch_ok = report["modes"]["batch"]["huddle"]["throughput"] >= TARGET_BATCH_EVENTS
+    return 1 if args.check and (missed or not batch_ok) else 0
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(main())
