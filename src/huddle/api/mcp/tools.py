@@ -88,6 +88,8 @@ class HuddleTools:
 
     def __init__(self, manager: SessionManager) -> None:
         self.manager = manager
+        # Each blocked wait holds a pooled connection (XREAD BLOCK): keep half the pool for everything else.
+        self._wait_slots = asyncio.Semaphore(max(1, manager.config.max_connections // 2))
 
     async def create_session(
         self,
@@ -217,7 +219,7 @@ class HuddleTools:
         if not woken and timeout_s > 0:
             # XREAD BLOCK on the session's stream (through subscribe): wakes as soon as the event is appended.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(timeout_s, MAX_WAIT_S)):
+                async with asyncio.timeout(min(timeout_s, MAX_WAIT_S)), self._wait_slots:
                     feed = self.manager.subscribe(session_id, scanned + 1)
                     async with contextlib.aclosing(feed):  # type: ignore[type-var]
                         async for event in feed:
