@@ -210,6 +210,68 @@ def test_timeline_follows_the_tail_unless_scrolled_up_and_opens_checkpoints(
     browser.wait_until(lambda: '"checkpoint_id"' in browser.texts("#detail")[0], "the checkpoint's JSON")
 
 
+def test_the_timeline_resumes_after_a_server_restart_without_gaps_or_duplicates(
+    redis_server: EmbeddedRedis, browser: Browser
+) -> None:
+    first = ConsoleServer(redis_server.url, f"uirs{uuid.uuid4().hex[:8]}")
+    writer = WriterProcess(redis_server.url, first.namespace)
+    second: ConsoleServer | None = None
+    try:
+        session_id = new_id("restart")
+        writer.do("create", session_id=session_id, agent_id="alice")
+        writer.do("emit", session_id=session_id, actor="alice", events=[modified("a.py")])
+        browser.get(first.url(f"/ui/sessions/{session_id}"))
+        browser.wait_until(lambda: len(event_rows(browser)) == 2, "the first rows")
+        browser.wait_until(
+            lambda: browser.js("return document.getElementById('conn').dataset.state") == "live", "live"
+        )
+        browser.js("window.__sameDocument = 'yes';")
+        assert first.stop() == 0  # SIGTERM: the stream ends with a shutdown frame and a retry hint
+        writer.do(
+            "emit", session_id=session_id, actor="alice", events=[modified(f"down{i}.py") for i in range(3)]
+        )
+        second = ConsoleServer(redis_server.url, first.namespace, port=first.port)
+        writer.do("emit", session_id=session_id, actor="alice", events=[modified("back.py")])
+        rows = browser.wait_until(
+            lambda: (r := event_rows(browser)) and len(r) >= 6 and r, "the rows after restart"
+        )
+        assert [r["seq"] for r in rows] == [
+            1,
+            2,
+            3,
+            4,
+            5,
+            6,
+        ]  # Last-Event-ID resume: each event once, in order
+        assert browser.js("return window.__sameDocument") == "yes"
+    finally:
+        writer.close()
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+def test_the_stream_parser_handles_split_chunks_crlf_comments_and_multiline_data(
+    server: ConsoleServer, browser: Browser
+) -> None:
+    browser.get(server.url("/ui/login"))
+    frames = browser.driver.execute_async_script(
+        r"""const done = arguments[arguments.length - 1];
+           import(arguments[0]).then(({ FrameParser }) => {
+             const frames = [];
+             const parser = new FrameParser((f) => frames.push(f));
+             for (const chunk of [": heartbeat\n\nid: 7\r\nevent: bro", "ke\r\ndata: {\"a\":", "1}\r\n\r\n",
+                                  "data: line one\ndata: line two\n\nretry: 250\n", "\n"]) parser.push(chunk);
+             done({ frames, retry: parser.retry });
+           });""",
+        server.url("/ui/static/js/lib/sse.js"),
+    )
+    assert frames["frames"] == [
+        {"id": "7", "event": "broke", "data": '{"a":1}'},
+        {"id": None, "event": "message", "data": "line one\nline two"},
+    ]
+
+
 def test_agent_written_markup_renders_as_inert_text(
     server: ConsoleServer, writer: WriterProcess, browser: Browser
 ) -> None:

@@ -17,8 +17,10 @@ from huddle.backend.embedded import free_port
 class ConsoleServer:
     """A running ``huddle serve``; ``stop()`` sends SIGTERM and returns the exit code."""
 
-    def __init__(self, redis_url: str, namespace: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
+    def __init__(
+        self, redis_url: str, namespace: str, env: dict[str, str] | None = None, port: int | None = None
+    ) -> None:
+        self.port = port if port is not None else free_port()
         self.namespace = namespace
         self.redis_url = redis_url
         self.base = f"http://127.0.0.1:{self.port}"
