@@ -124,7 +124,7 @@ export function follow(path, { onFrame, lastEventId = null, terminal = [], param
       if (controller.stopped) break;
       setConn("reconnecting");
       await new Promise((resolve) => setTimeout(resolve, delay));
-      delay = Math.min(delay * 2, RETRY_MAX_MS);
+      delay = Math.min(Math.round(delay * 1.5), RETRY_MAX_MS);
     }
   })();
 
