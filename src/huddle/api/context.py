@@ -21,12 +21,12 @@ class ApiContext:
     streams: StreamService
 
 
-def context(request: Request) -> ApiContext:
-    """The app's ``ApiContext`` (a FastAPI dependency)."""
+async def context(request: Request) -> ApiContext:
+    """The app's ``ApiContext`` (a FastAPI dependency; async: a plain def would run in a worker thread)."""
     found: ApiContext = request.app.state.huddle
     return found
 
 
-def caller(request: Request) -> Identity:
+async def caller(request: Request) -> Identity:
     """The caller's identity (a FastAPI dependency)."""
     return identity_of(request)
