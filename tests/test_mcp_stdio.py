@@ -6,7 +6,8 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
-from mcp_support import CONTRACT_TOOLS, call_error, call_ok, stdio_agent
+from mcp import Client
+from mcp_support import CONTRACT_TOOLS, call_error, call_ok, stdio_agent, stdio_params
 
 from huddle import EmbeddedRedis, SessionManager
 
@@ -144,6 +145,16 @@ async def test_errors_are_tool_errors_with_codes_and_the_server_keeps_serving(
             "join",
         ]  # nothing written by failures
         assert (await call_ok(c, "post_event", {"session_id": sid, "type": "modified"}))["seq"] == 3
+
+
+async def test_the_agent_id_can_come_from_huddle_agent_id(
+    redis_server: EmbeddedRedis, namespace: str, manager: SessionManager
+) -> None:
+    params = stdio_params("ignored", redis_server.url, namespace, HUDDLE_AGENT_ID="env-agent")
+    params.args = ["-m", "huddle", "mcp"]  # no --agent-id: the environment names the agent
+    async with Client(params, read_timeout_seconds=60) as agent:
+        sid = (await call_ok(agent, "create_session"))["session_id"]
+    assert (await manager.get_session(sid)).creator == "env-agent"
 
 
 @pytest.fixture

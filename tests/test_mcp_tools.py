@@ -152,3 +152,12 @@ async def test_wait_for_events_on_a_completed_session_returns_at_once_without_ti
             a, "wait_for_events", {"session_id": sid, "after_seq": done["seq"], "timeout_s": 60}
         )
         assert reply == {"events": [], "last_seq": done["seq"], "has_more": False, "timed_out": False}
+
+
+async def test_a_retried_post_with_the_same_idempotency_key_writes_once(manager: SessionManager) -> None:
+    async with as_agent(manager, "agent-a") as a:
+        sid = (await call_ok(a, "create_session"))["session_id"]
+        post = {"session_id": sid, "type": "modified", "idempotency_key": "edit-42"}
+        first, again = await call_ok(a, "post_event", post), await call_ok(a, "post_event", post)
+        assert first == again == {"seq": 2}
+        assert [e.type for e in await manager.get_events(sid)] == ["start", "modified"]
