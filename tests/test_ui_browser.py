@@ -149,11 +149,25 @@ def test_session_page_shows_events_live_in_order_with_one_lane_per_agent(
         events=[transition("fixed", "broken", "working", "t_login")],
     )
     writer.do("emit", session_id=session_id, actor="bob", events=[{"type": "test_pass"}])
-    rows = browser.wait_until(lambda: (r := event_rows(browser)) and len(r) == 6 and r, "six rows")
+    writer.do(
+        "emit",
+        session_id=session_id,
+        actor="bob",
+        events=[{"type": "handoff", "data": {"to_agent": "alice"}}],
+    )
+    rows = browser.wait_until(lambda: (r := event_rows(browser)) and len(r) == 7 and r, "seven rows")
 
     assert browser.js("return window.__sameDocument") == "yes"
-    assert [r["seq"] for r in rows] == [1, 2, 3, 4, 5, 6]
-    assert [r["type"] for r in rows] == ["start", "join", "modified", "broke", "fixed", "test_pass"]
+    assert [r["seq"] for r in rows] == [1, 2, 3, 4, 5, 6, 7]
+    assert [r["type"] for r in rows] == [
+        "start",
+        "join",
+        "modified",
+        "broke",
+        "fixed",
+        "test_pass",
+        "handoff",
+    ]
     for r in rows:  # seq, actor, type and entity ids are visible text, in the actor's own lane
         assert r["lane"] == r["actor"]
         assert f"#{r['seq']}" in r["text"] and r["actor"] in r["text"] and r["type"] in r["text"]
@@ -161,6 +175,7 @@ def test_session_page_shows_events_live_in_order_with_one_lane_per_agent(
     broke, fixed = rows[3], rows[4]
     assert broke["lane"] == "alice" and "working → broken" in broke["text"] and "t_login" in broke["text"]
     assert fixed["lane"] == "bob" and "broken → working" in fixed["text"]
+    assert rows[6]["lane"] == "bob" and "→ alice" in rows[6]["text"]
     assert browser.js(
         "return document.querySelector('.tl-row[data-seq=\"5\"] .ev').classList.contains('to-ok')"
     )

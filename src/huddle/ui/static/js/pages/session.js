@@ -52,6 +52,13 @@ function total() {
   return Math.max(0, model.lastSeq - model.firstSeq + 1);
 }
 
+/** The agent a handoff names (data.to_agent or data.to), if any. */
+function handoffTarget(event) {
+  if (event.type !== "handoff" || !event.data) return "";
+  const target = event.data.to_agent ?? event.data.toAgent ?? event.data.to;
+  return typeof target === "string" ? target : "";
+}
+
 function eventCard(event) {
   const transition = transitionOf(event);
   const entities = entitiesOf(event);
@@ -67,6 +74,7 @@ function eventCard(event) {
     h("span", { class: "ev-type" }, event.type),
     entities.length ? h("span", { class: "ev-entities" }, shown + more) : null,
     transition ? h("span", { class: "ev-transition" }, `${transition.from} → ${transition.to}`) : null,
+    handoffTarget(event) ? h("span", { class: "ev-handoff" }, `→ ${handoffTarget(event)}`) : null,
     model.checkpoints.has(event.seq) ? h("span", { class: "mark mark-checkpoint" }, "checkpoint") : null,
     model.snapshots.has(event.seq) ? h("span", { class: "mark mark-snapshot" }, "snapshot") : null,
   );
