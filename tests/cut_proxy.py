@@ -24,7 +24,7 @@ class CutProxy:
         self.cuts = 0
         """Connections cut so far."""
         self._refuse = 0
-        self._request_cuts: list[tuple[bytes, int]] = []
+        self._request_cuts: list[tuple[tuple[bytes, ...], int]] = []
         self._reply_cut: int | None = None
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.Task[None]] = set()
@@ -50,9 +50,10 @@ class CutProxy:
         """Close the next ``count`` accepted connections at once (a server going away during start-up)."""
         self._refuse = count
 
-    def cut_on_request(self, needle: bytes, times: int = 1) -> None:
-        """Close the connection (request not forwarded) the next ``times`` times a request contains ``needle``."""
-        self._request_cuts.append((needle, times))
+    def cut_on_request(self, *needles: bytes, times: int = 1) -> None:
+        """Close the connection (request not forwarded) the next ``times`` times a request contains one of
+        ``needles`` (e.g. ``b"EVALSHA", b"FCALL"``: a script call, whichever way it is sent)."""
+        self._request_cuts.append((needles, times))
 
     def cut_after_replies(self, count: int) -> None:
         """Forward ``count`` more complete replies on a connection, then close it (mid-batch when pipelined)."""
@@ -92,9 +93,9 @@ class CutProxy:
 
         async def requests() -> None:
             while data := await reader.read(65536):
-                for index, (needle, times) in enumerate(self._request_cuts):
-                    if needle in data and times > 0:
-                        self._request_cuts[index] = (needle, times - 1)
+                for index, (needles, times) in enumerate(self._request_cuts):
+                    if times > 0 and any(needle in data for needle in needles):
+                        self._request_cuts[index] = (needles, times - 1)
                         self.cuts += 1
                         cut.set()
                         return

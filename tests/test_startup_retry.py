@@ -82,13 +82,15 @@ async def test_without_retries_a_refused_start_up_fails_at_once(proxy: CutProxy)
         ("INFO", None),  # the probe's INFO cluster is cut
         ("refuse", False),
         ("PING", False),
-        ("SCRIPT", False),  # a SCRIPT LOAD is cut
-        ("SCRIPT", None),
+        ("LOAD", False),  # a SCRIPT LOAD (or FUNCTION LOAD on 7.0+) is cut
+        ("LOAD", None),
     ],
 )
 async def test_one_cut_during_start_up_is_retried(proxy: CutProxy, fault: str, cluster: bool | None) -> None:
     if fault == "refuse":
         proxy.refuse_next(1)
+    elif fault == "LOAD":
+        proxy.cut_on_request(b"SCRIPT", b"FUNCTION")
     else:
         proxy.cut_on_request(fault.encode())
     async with SessionManager(config(proxy.url, cluster=cluster)) as manager:
@@ -99,7 +101,7 @@ async def test_one_cut_during_start_up_is_retried(proxy: CutProxy, fault: str, c
 
 async def test_start_up_survives_several_cuts_within_the_budget(proxy: CutProxy) -> None:
     proxy.refuse_next(3)
-    proxy.cut_on_request(b"SCRIPT", times=2)
+    proxy.cut_on_request(b"SCRIPT", b"FUNCTION", times=2)
     async with SessionManager(config(proxy.url, **PATIENT)) as manager:
         assert proxy.cuts == 5
         await emit_works(manager)

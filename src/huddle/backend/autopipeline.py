@@ -25,12 +25,16 @@ Blocking commands (``WAIT``, ``XREAD ... BLOCK``, ``BLPOP``...) and connection-s
 from __future__ import annotations
 
 import asyncio
+import inspect
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import EMPTY_RESPONSE, NEVER_DECODE
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 _hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
 try:
@@ -109,13 +113,28 @@ def _pack(conn: Any, calls: list[_Call]) -> tuple[list[bytes], list[_Call]]:
     return chunks, kept
 
 
+async def _parsed(client: Any, command: Any, reply: Any, options: dict[str, Any]) -> Any:
+    """What ``Redis.parse_response`` makes of a reply: the command's response callback, with its options."""
+    callback = client.response_callbacks.get(command)
+    if callback is None:
+        return reply
+    extra = {k: v for k, v in options.items() if k not in (NEVER_DECODE, EMPTY_RESPONSE, "keys")}
+    value = callback(reply, **extra)
+    return await value if inspect.isawaitable(value) else value
+
+
+def _settle(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():  # its caller may have been cancelled meanwhile
+        future.set_result(value)
+
+
 class AutoPipeline:
     """The queue and the lanes of one client (a client belongs to one event loop).
 
     A lane is a task holding one pooled connection: it takes what is queued, writes it, hands out the replies,
     then gives the callers it woke one loop iteration to queue their next commands, and goes on until a turn finds
-    nothing. Up to ``in_flight`` lanes run at once; their connections stay checked out of the pool (no pool
-    round trip per batch) until the client closes."""
+    nothing. Up to ``in_flight`` lanes run at once; a lane keeps its connection checked out of the pool while it
+    runs (no pool checkout per batch) and returns it when it ends."""
 
     def __init__(
         self, client: aioredis.Redis, *, in_flight: int = IN_FLIGHT, max_batch: int = MAX_BATCH
@@ -127,7 +146,6 @@ class AutoPipeline:
         self._starting = False  # a lane was created and has not taken its first batch yet
         self._waiting = 0  # lanes giving their callers a turn: they will take what is queued next
         self._lanes = 0
-        self._idle: list[Any] = []  # connections of ended lanes, kept for the next ones
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self.batches = 0
@@ -178,15 +196,15 @@ class AutoPipeline:
                 conn = await self._run(conn, batch)
         finally:
             self._lanes -= 1
-            if conn is not None:
-                self._idle.append(conn)
+            if conn is not None:  # back to the pool while idle: a small pool is never held by idle lanes
+                await self._client.connection_pool.release(conn)
 
     async def _run(self, conn: Any | None, batch: list[_Call]) -> Any | None:
         """Send one batch (taking a connection first if the lane has none); every caller gets an outcome."""
         try:
             if conn is None:
                 pool = self._client.connection_pool
-                conn = self._idle.pop() if self._idle else await pool.get_connection()
+                conn = await pool.get_connection()
             await self._send(conn, batch)
         except BaseException as exc:
             error = exc if isinstance(exc, Exception) else RedisConnectionError("the batch was interrupted")
@@ -216,19 +234,34 @@ class AutoPipeline:
             self.batches += 1
             self.commands += len(live)
             await conn.send_packed_command(packed, check_health=False)
-            for index, (args, options, future) in enumerate(live):
-                try:
-                    # parse_response pops options it consumed: give it a copy, a re-send needs them again
-                    reply = await client.parse_response(conn, args[0], **dict(options))
-                except ResponseError as exc:  # an error reply: the connection is still in step
-                    if not future.done():
-                        future.set_exception(exc)
-                except BaseException:
-                    pending = live[index:]  # this reply and the ones after it were not read
-                    raise
-                else:
-                    if not future.done():
-                        future.set_result(reply)
+            read = 0
+            try:
+                # One deadline (socket_timeout) for the batch's replies, which the server writes back to back,
+                # instead of a timeout context per reply (a tenth of the client's time per event).
+                async with asyncio.timeout(conn.socket_timeout):
+                    for args, options, future in live:
+                        try:
+                            reply = await conn.read_response(
+                                disable_decoding=NEVER_DECODE in options, timeout=math.inf
+                            )
+                        except ResponseError as exc:  # an error reply: the connection is still in step
+                            if EMPTY_RESPONSE in options:
+                                _settle(future, options[EMPTY_RESPONSE])
+                            elif not future.done():
+                                future.set_exception(exc)
+                        else:
+                            try:
+                                _settle(future, await _parsed(client, args[0], reply, options))
+                            except Exception as exc:  # the reply was read: only its caller is concerned
+                                if not future.done():
+                                    future.set_exception(exc)
+                        read += 1
+            except BaseException as exc:
+                pending = live[read:]  # this reply and the ones after it were not read
+                if isinstance(exc, TimeoutError) and not isinstance(exc, RedisTimeoutError):
+                    await conn.disconnect(nowait=True)
+                    raise RedisTimeoutError("Timeout reading from Redis (socket_timeout)") from None
+                raise
             pending = []
 
         async def failed(error: Exception, failures: int) -> None:
@@ -241,7 +274,7 @@ class AutoPipeline:
             raise
 
     async def aclose(self) -> None:
-        """Fail what is still queued, wait for the batches on the wire, return the lanes' connections."""
+        """Fail what is still queued and wait for the batches on the wire (their lanes then end)."""
         self._closed = True
         queued, self._queue = self._queue, []
         for _, _, future in queued:
@@ -249,9 +282,6 @@ class AutoPipeline:
                 future.set_exception(RedisConnectionError("the client is closed"))
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        pool = self._client.connection_pool
-        while self._idle:
-            await pool.release(self._idle.pop())
 
 
 class AutoPipelineRedis(aioredis.Redis):  # type: ignore[misc]
