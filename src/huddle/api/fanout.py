@@ -53,7 +53,7 @@ class Subscriber(Generic[T]):
         self.error: BaseException | None = None
         self.wake = asyncio.Event()
 
-    def offer(self, item: T) -> None:
+    def offer(self, item: T, *, wake: bool = True) -> None:
         """Append without waiting; past ``capacity`` the subscriber is marked overflowed instead."""
         if self.overflowed:
             return
@@ -62,7 +62,8 @@ class Subscriber(Generic[T]):
             self.items.clear()  # nothing queued is needed any more: the reader resumes from the log
         else:
             self.items.append(item)
-        self.wake.set()
+        if wake:
+            self.wake.set()
 
     def end(self, error: BaseException | None) -> None:
         """The hub stopped (session completed or gone, or ``error``)."""
@@ -91,9 +92,15 @@ class Hub(Generic[T]):
     """Reads one feed and offers every item to each subscriber; stops when the feed ends or nobody listens."""
 
     def __init__(
-        self, name: str, feed: Callable[[], AsyncIterator[T]], on_done: Callable[[Hub[T]], None]
+        self,
+        name: str,
+        feed: Callable[[], AsyncIterator[T]],
+        on_done: Callable[[Hub[T]], None],
+        coalesce: float = 0.0,
     ) -> None:
         self.name = name
+        self.coalesce = coalesce
+        self._flush: asyncio.TimerHandle | None = None
         self.subscribers: set[Subscriber[T]] = set()
         self._feed = feed
         self._on_done = on_done
@@ -126,8 +133,16 @@ class Hub(Generic[T]):
         error: BaseException | None = None
         try:
             async for item in self._feed():
+                if not self.coalesce:
+                    for subscriber in list(self.subscribers):
+                        subscriber.offer(item)
+                    continue
+                # Wake each reader once per window, not once per event: with many readers the wake-ups (one
+                # task switch and one socket write each) are what costs.
                 for subscriber in list(self.subscribers):
-                    subscriber.offer(item)
+                    subscriber.offer(item, wake=False)
+                if self._flush is None:
+                    self._flush = asyncio.get_running_loop().call_later(self.coalesce, self._wake_all)
         except asyncio.CancelledError:
             error = None
         except HuddleError as exc:
@@ -136,9 +151,16 @@ class Hub(Generic[T]):
             log.exception("feed %s failed", self.name)
             error = exc
         finally:
+            if self._flush is not None:
+                self._flush.cancel()
             self._on_done(self)
             for subscriber in list(self.subscribers):
                 subscriber.end(error)
+
+    def _wake_all(self) -> None:
+        self._flush = None
+        for subscriber in self.subscribers:
+            subscriber.wake.set()
 
     async def stop(self) -> None:
         """Cancel the reader and wait for it."""
@@ -152,8 +174,9 @@ class Hub(Generic[T]):
 class Fanout:
     """The hubs of one process: one per followed session, one for the lifecycle feed."""
 
-    def __init__(self, manager: SessionManager) -> None:
+    def __init__(self, manager: SessionManager, coalesce: float = 0.0) -> None:
         self.manager = manager
+        self.coalesce = coalesce
         self.sessions: dict[str, Hub[Encoded]] = {}
         self.lifecycle_hub: Hub[Encoded] | None = None
 
@@ -169,6 +192,7 @@ class Fanout:
                     session_id,
                     lambda: _encoded_events(self.manager.subscribe(session_id, start)),
                     self._session_done,
+                    self.coalesce,
                 )
                 self.sessions[session_id] = hub
                 hub.start()

@@ -79,9 +79,28 @@ class EventStreamResponse(Response):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _write(self, send: Send) -> None:
-        async for chunk in self.stream:
-            async with asyncio.timeout(self.send_timeout):
+        # A watchdog instead of a timeout per write: a timer per chunk would cost more than the write itself.
+        loop = asyncio.get_running_loop()
+        writer = asyncio.current_task()
+        sending_since: float | None = None
+        handle: asyncio.TimerHandle | None = None
+
+        def watch() -> None:
+            nonlocal handle
+            if sending_since is not None and loop.time() - sending_since > self.send_timeout and writer:
+                writer.cancel()
+                return
+            handle = loop.call_later(self.send_timeout / 2, watch)
+
+        watch()
+        try:
+            async for chunk in self.stream:
+                sending_since = loop.time()
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                sending_since = None
+        finally:
+            if handle is not None:
+                handle.cancel()
 
     @staticmethod
     async def _listen(receive: Receive) -> None:

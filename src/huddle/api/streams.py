@@ -35,6 +35,9 @@ class StreamSettings:
     """Seconds a single write may block (a reader that stopped reading) before the stream is dropped."""
     page: int = 500
     """Events read from the log per request while catching up."""
+    coalesce_ms: float = 5.0
+    """Live events reaching a session's streams within this window are written to each stream together
+    (0 = one write per event); bounds the wake-ups per stream when many streams follow one busy session."""
 
 
 def error_frame(error: HuddleError, **extra: Any) -> bytes:
@@ -71,7 +74,7 @@ class StreamService:
     def __init__(self, manager: SessionManager, settings: StreamSettings | None = None) -> None:
         self.manager = manager
         self.settings = settings or StreamSettings()
-        self.fanout = Fanout(manager)
+        self.fanout = Fanout(manager, self.settings.coalesce_ms / 1000)
         self.slots = StreamSlots(self.settings.max_streams)
         self.closing = False
         self._replay_waiters: set[asyncio.Event] = set()

@@ -190,6 +190,12 @@ def serve_command(
     sse_buffer: int = typer.Option(
         1024, "--sse-buffer", min=1, help="Events a stream may queue before a slow reader is closed."
     ),
+    coalesce_ms: float = typer.Option(
+        5.0,
+        "--sse-coalesce-ms",
+        min=0,
+        help="Live events within this window are written to a stream together.",
+    ),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
 ) -> None:
     """Serve the HTTP API under /v1 (with SSE streams, /openapi.json, /mcp, /ui) and /health, /metrics."""
@@ -208,7 +214,9 @@ def serve_command(
             )
         err_console.print("[yellow]note[/] no API tokens configured: every caller is an admin"
                           + ("" if insecure and not is_loopback(host) else "; serving on loopback only"))  # fmt: skip
-    settings = StreamSettings(heartbeat=heartbeat, buffer_events=sse_buffer, max_streams=max_streams)
+    settings = StreamSettings(
+        heartbeat=heartbeat, buffer_events=sse_buffer, max_streams=max_streams, coalesce_ms=coalesce_ms
+    )
     run = asyncio.run
     try:
         import uvloop  # the [fast] extra: a faster event loop for the server
