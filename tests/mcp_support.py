@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import redis.asyncio as redis_py
 from mcp import Client, StdioServerParameters
 from mcp_types import CallToolResult
 
@@ -38,6 +40,20 @@ async def stdio_agent(
     params = stdio_params(agent_id, redis_url, namespace, **env)
     async with Client(params, read_timeout_seconds=90, mode=mode) as client:
         yield client
+
+
+async def until_blocked_in_xread(redis_url: str, limit: float = 30.0) -> None:
+    """Return once some client of this server is blocked in XREAD (a waiting tool reached its live read)."""
+    client = redis_py.from_url(redis_url, decode_responses=True)
+    try:
+        async with asyncio.timeout(limit):  # bounded, not a timing assertion
+            while True:  # Redis has no notification for "a client blocked": poll CLIENT LIST
+                clients = await client.client_list()
+                if any(c.get("cmd") == "xread" and "b" in c.get("flags", "") for c in clients):
+                    return
+                await asyncio.sleep(0.02)
+    finally:
+        await client.aclose()
 
 
 async def call_ok(client: Client, tool: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:

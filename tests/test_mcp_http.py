@@ -17,7 +17,7 @@ import pytest
 import uvicorn
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp_support import CONTRACT_TOOLS, call_error, call_ok
+from mcp_support import CONTRACT_TOOLS, call_error, call_ok, until_blocked_in_xread
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
@@ -103,6 +103,8 @@ async def test_agents_act_as_their_token_over_streamable_http(manager: SessionMa
                 b, "wait_for_events", {"session_id": sid, "after_seq": joined["last_seq"], "timeout_s": 60}
             )
         )
+        assert manager.config.redis_url is not None
+        await until_blocked_in_xread(manager.config.redis_url)  # B's wait is in its live read
         posted = await call_ok(a, "post_event", {"session_id": sid, "type": "modified", "actor": "agent-b"})
         woken = await asyncio.wait_for(waiting, timeout=45)
         assert [(e["seq"], e["actor"]) for e in woken["events"]] == [(posted["seq"], "agent-a")]

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from mcp import Client
-from mcp_support import CONTRACT_TOOLS, call_error, call_ok, stdio_agent, stdio_params
+from mcp_support import CONTRACT_TOOLS, call_error, call_ok, stdio_agent, stdio_params, until_blocked_in_xread
 
 from huddle import EmbeddedRedis, SessionManager
 
@@ -54,7 +54,7 @@ async def test_two_agents_share_a_session_wait_for_each_other_and_hand_off(
                 b, "wait_for_events", {"session_id": sid, "after_seq": joined["last_seq"], "timeout_s": 60}
             )
         )
-        await asyncio.sleep(0.3)  # let B's call reach its blocking read; the result does not depend on it
+        await until_blocked_in_xread(redis_server.url)  # B is past the stored events, in its live read
         broke = await call_ok(
             a,
             "post_event",
