@@ -375,6 +375,28 @@ def test_replay_to_the_end_shows_the_state_get_session_returns(
     )
     assert shown["seq"] == "6" and shown["state"] == "working"  # bob's fix: the last frame by alice or bob
 
+    frames = server.client.get(
+        f"/v1/replays/{replay_id}/frames", params={"from_index": 0, "limit": 10}
+    ).json()
+    broke_at = next(f["at"] for f in frames["frames"] if f["event"]["type"] == "broke")
+    # The first frame at or after that time (an earlier event may share its millisecond).
+    expected = next(f for f in frames["frames"] if f["at"] >= broke_at)
+    browser.js("document.getElementById('seek-time').value = arguments[0];", broke_at)
+    browser.js("document.getElementById('seek').requestSubmit();")
+    browser.wait_until(
+        lambda: browser.texts("#state dd[data-key='seq']") == [str(expected["seq"])], "the frame at that time"
+    )
+    assert browser.texts("#state dd[data-key='state']") == [expected["state"]["state"]]
+    browser.js("document.getElementById('filter-agent').value = '';")
+    browser.js("document.getElementById('filter-agent').dispatchEvent(new Event('change'));")
+    browser.js(
+        "document.getElementById('speed').value = '0'; document.getElementById('play').click();"
+    )  # instant
+    browser.wait_until(
+        lambda: browser.js("return document.getElementById('cursor').dataset.atEnd") == "true",
+        "the end, instantly",
+    )
+
 
 def test_health_page_draws_components_charts_and_analytics(
     server: ConsoleServer, writer: WriterProcess, browser: Browser
