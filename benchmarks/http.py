@@ -45,8 +45,6 @@ from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
 from huddle.backend.embedded import free_port
 from huddle.blocking import SessionManager as BlockingManager
 
-ID_LINE = re.compile(rb"(?m)^id: (\d+)$")
-
 
 @contextlib.contextmanager
 def redis_url() -> Iterator[str]:
@@ -58,7 +56,7 @@ def redis_url() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def served(url: str, namespace: str, max_streams: int) -> Iterator[str]:
+def served(url: str, namespace: str, max_streams: int) -> Iterator[tuple[str, int]]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUDDLE_API_")}
     env.update({"HUDDLE_REDIS_URL": url, "HUDDLE_NAMESPACE": namespace})
@@ -87,7 +85,7 @@ def served(url: str, namespace: str, max_streams: int) -> Iterator[str]:
             )
         time.sleep(0.1)
     try:
-        yield base
+        yield base, process.pid
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=60)
@@ -205,17 +203,29 @@ async def read_streams(port: int, session: str, readers: int, last_seq: int, out
             await asyncio.to_thread(Path(ready).write_text, "ready")
         seen = arrivals[index]
         tail = b""
+        last = 1  # the stream starts after seq 1; events arrive in order, each once (counted to check it)
         while True:
             data = await reader.read(262144)
             if not data:
                 break
             now = time.monotonic()
-            data = tail + data
+            if tail:
+                data = tail + data
             cut = data.rfind(b"\n")
             tail = data[cut + 1 :]
-            for match in ID_LINE.finditer(data, 0, cut + 1):
-                seen[int(match.group(1))] = now
-            if b"event: completed" in data:
+            complete = data if cut == len(data) - 1 else data[: cut + 1]
+            found = complete.rfind(b"\nid: ")
+            if (
+                found >= 0
+            ):  # parse only the newest id of a read: cheap enough for 500 streams per second's events
+                newest = int(complete[found + 5 : complete.index(b"\n", found + 5)])
+                counted = complete.count(b"\nid: ")
+                if counted != newest - last:
+                    raise SystemExit(f"stream {index}: {counted} events for seqs {last + 1}..{newest}")
+                for seq in range(last + 1, newest + 1):
+                    seen[seq] = now
+                last = newest
+            if b"event: completed" in complete:
                 break
         writer.close()
 
@@ -250,7 +260,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
-async def fanout(url: str, base: str, namespace: str, args: argparse.Namespace) -> dict[str, object]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def fanout(
+    url: str, base: str, pid: int, namespace: str, args: argparse.Namespace
+) -> dict[str, object]:
     port = int(base.rsplit(":", 1)[1])
     events = int(args.rate * args.seconds)
     async with SessionManager(config(url, namespace)) as manager:
@@ -275,6 +293,7 @@ async def fanout(url: str, base: str, namespace: str, args: argparse.Namespace) 
         await asyncio.sleep(0.5)
         acks = array.array("d", [0.0]) * (last_seq + 1)
         interval = 1.0 / args.rate
+        cpu_before = cpu_seconds(pid)
         started = time.monotonic()
         for n in range(events):
             due = started + n * interval
@@ -283,7 +302,9 @@ async def fanout(url: str, base: str, namespace: str, args: argparse.Namespace) 
                 await asyncio.sleep(delay)
             seq = await manager.emit_event(session, {"type": "tick", "data": {"n": n}}, "writer")
             acks[seq] = time.monotonic()
-        achieved = events / (time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        achieved = events / elapsed
+        server_cpu = (cpu_seconds(pid) - cpu_before) / elapsed
         await manager.complete_session(session, "writer")  # the readers stop at the ``completed`` frame
     for proc in procs:
         proc.join(600)
@@ -311,6 +332,7 @@ async def fanout(url: str, base: str, namespace: str, args: argparse.Namespace) 
         "p99_ms": percentile(latencies, 0.99),
         "max_ms": max(latencies),
         "before_ack": sum(1 for value in latencies if value < 0),
+        "server_cpu_cores": server_cpu,
     }
 
 
@@ -373,12 +395,12 @@ def main() -> None:
     results: dict[str, object] = {"command": " ".join([".venv/bin/python", *sys.argv])}
     with redis_url() as url:
         namespace = f"bench{uuid.uuid4().hex[:6]}"
-        with served(url, namespace, max_streams=args.readers + 10) as base:
+        with served(url, namespace, max_streams=args.readers + 10) as (base, pid):
             if args.only in (None, "throughput"):
                 results["append"] = asyncio.run(throughput(url, base, namespace, args))
                 print(json.dumps({"append": results["append"]}), flush=True)
             if args.only in (None, "fanout"):
-                results["fanout"] = asyncio.run(fanout(url, base, namespace, args))
+                results["fanout"] = asyncio.run(fanout(url, base, pid, namespace, args))
                 print(json.dumps({"fanout": results["fanout"]}), flush=True)
         if args.only in (None, "blocking"):
             results["blocking"] = blocking_cost(url, namespace, args)
