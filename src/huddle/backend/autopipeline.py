@@ -65,17 +65,29 @@ _BYPASS = frozenset(
 _MAYBE_BLOCKING = frozenset({"XREAD", "XREADGROUP"})
 
 
+_VERDICTS: dict[Any, int] = {}
+"""Per command name as callers pass it: 0 bypass, 1 batch, 2 batch unless it has a BLOCK argument."""
+
+
+def _verdict(name: Any) -> int:
+    text = bytes(name).decode() if isinstance(name, bytes | bytearray | memoryview) else str(name)
+    word = text.split(" ", 1)[0].upper()
+    return 0 if word in _BYPASS else 2 if word in _MAYBE_BLOCKING else 1
+
+
 def batchable(args: tuple[Any, ...]) -> bool:
     """True when the command may share a pipeline with other callers' commands."""
     name = args[0]
-    if not isinstance(name, str):
-        name = bytes(name).decode() if isinstance(name, bytes | bytearray | memoryview) else str(name)
-    name = name.split(" ", 1)[0].upper()
-    if name in _BYPASS:
-        return False
-    if name in _MAYBE_BLOCKING:
-        return not any(isinstance(arg, str) and arg.upper() == "BLOCK" for arg in args[1:])
-    return True
+    verdict = _VERDICTS.get(name) if isinstance(name, str | bytes) else None
+    if verdict is None:
+        verdict = _verdict(name)
+        if isinstance(name, str | bytes) and len(_VERDICTS) < 1024:
+            _VERDICTS[name] = verdict
+    if verdict == 2:
+        return not any(
+            isinstance(arg, str | bytes) and arg.upper() in ("BLOCK", b"BLOCK") for arg in args[1:]
+        )
+    return verdict == 1
 
 
 _Call = tuple[tuple[Any, ...], dict[str, Any], "asyncio.Future[Any]"]
