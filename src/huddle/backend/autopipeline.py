@@ -19,7 +19,11 @@ What holds (tests/test_autopipeline.py):
   take an idempotency token, so the re-sent (or retried) append writes nothing twice.
 
 Blocking commands (``WAIT``, ``XREAD ... BLOCK``, ``BLPOP``...) and connection-state commands (``SELECT``,
-``MULTI``, ``WATCH``...) bypass the queue, since they would stall or change the shared connection.
+``MULTI``, ``WATCH``...) bypass the queue, since they would stall or change the shared connection. Pipelines
+and pub/sub are unchanged. Standalone and Sentinel clients batch (a lane reconnects through ``connect()``, so a
+Sentinel-managed connection finds the new master after a failover); Redis Cluster clients do not (each command
+takes redis-py's cluster path, with its redirections). A batch's replies share one read deadline
+(``socket_timeout``). ``RedisSettings.auto_pipeline=False`` (``HUDDLE_AUTO_PIPELINE=false``) turns it off.
 """
 
 from __future__ import annotations
