@@ -54,3 +54,28 @@ def test_the_typescript_example_runs_with_node(redis_server: EmbeddedRedis, tmp_
     output = json.loads(result.stdout.strip().splitlines()[-1])
     assert output["seq"] == 2 and output["seqs"] == [3, 4]
     assert output["streamed"] == [1, 2, 3, 4, 5]  # start, modified, the batch, complete: once each, in order
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not on PATH")
+def test_the_readme_curl_example_runs(redis_server: EmbeddedRedis, tmp_path: Path) -> None:
+    section = README.read_text().split("## HTTP API", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block is not None
+    lines = [line for line in block.group(1).splitlines() if not line.startswith("huddle serve")]
+    script = tmp_path / "example.sh"
+    script.write_text("set -e\n" + "\n".join(lines) + "\n")
+    server = ApiServer(redis_server.url, tokens=False)  # as in the README: no tokens, loopback
+    try:
+        env = {**os.environ, "HUDDLE_URL": server.base}
+        result = subprocess.run(
+            ["bash", str(script)], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+    finally:
+        assert server.stop() == 0
+    assert result.returncode == 0, result.stderr
+    assert '"session_id":"readme"' in result.stdout and '{"seq":2}' in result.stdout
+    assert "event: start" in result.stdout and result.stdout.rstrip().splitlines()[-1].startswith("data: ")
+    assert "event: completed" in result.stdout
