@@ -177,3 +177,13 @@ async def test_redis_restart_fails_one_call_cleanly_and_the_next_succeeds(
         await asyncio.to_thread(restartable_redis.start)
         assert (await call_ok(a, "post_event", {"session_id": sid, "type": "modified"}))["seq"] == 3
         assert (await call_ok(a, "get_session", {"session_id": sid}))["last_seq"] == 3
+
+        # Redis going away under a blocked wait: the wait ends by its timeout, the server lives on.
+        waiting = asyncio.create_task(
+            call_ok(a, "wait_for_events", {"session_id": sid, "after_seq": 3, "timeout_s": 3})
+        )
+        await until_blocked_in_xread(restartable_redis.url)
+        await asyncio.to_thread(restartable_redis.stop, kill=True, cleanup=False)
+        assert (await asyncio.wait_for(waiting, timeout=30))["timed_out"] is True
+        await asyncio.to_thread(restartable_redis.start)
+        assert (await call_ok(a, "post_event", {"session_id": sid, "type": "modified"}))["seq"] == 4
