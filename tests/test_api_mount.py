@@ -13,8 +13,8 @@ from starlette.routing import Mount
 
 from huddle import SessionManager
 from huddle.api import Identity, TokenStore, create_app
-from huddle.api.auth import TokenEntry
-from huddle.errors import ConfigError, digest
+from huddle.api.auth import TokenEntry, digest
+from huddle.errors import ConfigError
 
 
 async def test_the_api_mounted_under_a_prefix_in_a_host_app(manager: SessionManager) -> None:
