@@ -53,7 +53,7 @@ async def test_a_slow_reader_is_closed_with_its_resume_id_and_never_delays_anoth
     assert body["code"] == "slow_reader" and body["resume_from_seq"] == 2  # what it had not received
     with pytest.raises(StopAsyncIteration):
         await anext(slow)
-    await fast.aclose()
+    await fast.aclose()  # type: ignore[attr-defined]
     await service.fanout.close()
 
 
