@@ -263,6 +263,8 @@ class SessionStore:
             )
         else:
             reply = await self.scripts.run("emit", keys.emit, args)
+        if isinstance(reply, int):  # only the seq: nothing else happened (see emit.lua)
+            return EmitResult(reply, False, None, False, None, reply, 0, acked)
         seq, due, cp_id, dup, failure_id, last, now = reply
         return EmitResult(
             int(seq), bool(due), cp_id or None, bool(dup), failure_id or None, int(last), int(now), acked

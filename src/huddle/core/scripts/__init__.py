@@ -1,8 +1,15 @@
-"""Lua scripts: loaded from ``scripts/*.lua`` once, called by SHA (reloaded after NOSCRIPT)."""
+"""Lua scripts: loaded from ``scripts/*.lua`` once, called by SHA (reloaded after NOSCRIPT).
+
+On Redis 7.0+ the append scripts (``emit``, ``emit_batch``) also run as Redis Functions: one library, loaded
+once per server (every primary of a cluster), whose helpers are defined at load instead of on every call. A
+server without functions (6.2), or a user the ACL does not let load or call them, uses the scripts instead;
+"Function not found" (a restart or failover to a server without the library) loads it again, like NOSCRIPT.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 from functools import cache
@@ -10,7 +17,14 @@ from importlib import resources
 from typing import Any
 
 from redis.commands.core import AsyncScript
-from redis.exceptions import AskError, MovedError, NoScriptError, ResponseError, TryAgainError
+from redis.exceptions import (
+    AskError,
+    MovedError,
+    NoPermissionError,
+    NoScriptError,
+    ResponseError,
+    TryAgainError,
+)
 
 from ...backend.connection import RedisClient, is_cluster, node_target
 from ...errors import (
@@ -51,6 +65,41 @@ def script_source(name: str) -> str:
     return lua_file("common") + "\n" + lua_file(name)
 
 
+FUNCTION_SCRIPTS = ("emit", "emit_batch")
+"""Scripts that also run as Redis Functions (7.0+): the per-event hot path."""
+
+
+@cache
+def library() -> tuple[str, dict[str, str]]:
+    """(source of the huddle function library, script name -> function name).
+
+    The library is the same common.lua + script bodies: each body becomes the callback of one function, which
+    binds KEYS/ARGV and the key locals of common.lua before running it. Its name carries a hash of the sources,
+    so servers shared by several huddle versions hold one library per version and none replaces another's."""
+    parts = [lua_file("common")] + [lua_file(name) for name in FUNCTION_SCRIPTS]
+    tag = hashlib.sha1("\0".join(parts).encode()).hexdigest()[:12]
+    names = {name: f"huddle_{name}_{tag}" for name in FUNCTION_SCRIPTS}
+    lines = [f"#!lua name=huddle_{tag}", "local KEYS, ARGV = {}, {}", parts[0]]
+    for name in FUNCTION_SCRIPTS:
+        lines += [
+            f"redis.register_function('{names[name]}', function(keys, args)",
+            "KEYS, ARGV = keys, args",
+            "K_META, K_EVENTS, K_AGENTS, K_CPS, K_IDEM, K_FAIL = keys[1], keys[2], keys[3], keys[4], keys[5], keys[6]",
+            lua_file(name),
+            "end)",
+        ]
+    return "\n".join(lines) + "\n", names
+
+
+def _function_missing(exc: ResponseError) -> bool:
+    return str(exc).startswith("Function not found")
+
+
+def _functions_unsupported(exc: ResponseError) -> bool:
+    """6.2 (no FCALL/FUNCTION), or an ACL that does not allow them."""
+    return isinstance(exc, NoPermissionError) or str(exc).lower().startswith("unknown command")
+
+
 class Scripts:
     """The session scripts registered on one client."""
 
@@ -59,30 +108,78 @@ class Scripts:
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(script_source(name)) for name in SCRIPT_NAMES
         }
+        self._library, self._function_names = library()
+        self.functions: bool | None = None
+        """True once the function library answered, False when the server or the ACL has no functions."""
+        self._reloading: asyncio.Lock | None = None
 
     async def load(self, client: RedisClient) -> None:
-        """SCRIPT LOAD every script (optional: calls load them on demand after NOSCRIPT)."""
+        """SCRIPT LOAD every script and, where the server has them, FUNCTION LOAD the library."""
         for script in self._scripts.values():
             script.sha = await client.script_load(script.script)
+        if self.functions is not False:
+            await self._load_library(client)
+
+    async def _load_library(self, client: RedisClient) -> None:
+        """FUNCTION LOAD (every primary of a cluster); decides ``functions`` on first use."""
+        try:
+            # REPLACE: loading the same library again is harmless (its name carries its sources' hash), and a
+            # cluster where only some primaries lack it (a new node) must not fail on the others' copy.
+            await client.function_load(self._library, replace=True)
+        except ResponseError as exc:
+            if not _functions_unsupported(exc):
+                raise
+            self.functions = False
+        else:
+            self.functions = True
 
     async def loaded(self, client: RedisClient) -> bool:
         """True if the server has every script cached."""
         shas = [script.sha for script in self._scripts.values()]
         return all(await client.script_exists(*shas))
 
+    async def _reload_all(self, client: RedisClient) -> None:
+        """After NOSCRIPT (restart, failover, SCRIPT FLUSH) load every script, once for concurrent callers."""
+        if self._reloading is None:
+            self._reloading = asyncio.Lock()
+        async with self._reloading:
+            shas = [script.sha for script in self._scripts.values()]
+            if not all(await client.script_exists(*shas)):
+                await self.load(client)
+
     async def run(self, name: str, keys: list[str], args: list[str | int]) -> Any:
         """Run a script; a ``HUDDLE <code>`` error reply becomes the matching ``HuddleError``."""
-        # EVALSHA straight on the client (what AsyncScript.__call__ does, minus its per-call pipeline check and
-        # argument copies): this is the path of every emitted event.
-        script = self._scripts[name]
         try:
+            if self.functions is not False and name in self._function_names:
+                try:
+                    return await self._fcall(name, keys, args)
+                except ResponseError as exc:
+                    if not _functions_unsupported(exc):
+                        raise
+                    self.functions = False  # 6.2, or an ACL without FCALL/FUNCTION: the scripts do the same
+            # EVALSHA straight on the client (what AsyncScript.__call__ does, minus its per-call pipeline check
+            # and argument copies): this is the path of every emitted event.
+            script = self._scripts[name]
             try:
                 return await self._client.evalsha(script.sha, len(keys), *keys, *args)
-            except NoScriptError:  # the server restarted or failed over: load the script again, retry once
-                script.sha = await self._client.script_load(script.script)
+            except NoScriptError:  # the server restarted or failed over: load the scripts again, retry once
+                await self._reload_all(self._client)
                 return await self._client.evalsha(script.sha, len(keys), *keys, *args)
         except ResponseError as exc:
             raise translate_script_error(exc) from exc
+
+    async def _fcall(self, name: str, keys: list[str], args: list[str | int]) -> Any:
+        function = self._function_names[name]
+        try:
+            return await self._client.execute_command("FCALL", function, len(keys), *keys, *args)
+        except ResponseError as exc:
+            if not _function_missing(exc):
+                raise
+        await self._load_library(self._client)  # restart, failover or FUNCTION FLUSH: load it, retry once
+        if self.functions is False:
+            script = self._scripts[name]
+            return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+        return await self._client.execute_command("FCALL", function, len(keys), *keys, *args)
 
     async def run_and_wait(
         self,

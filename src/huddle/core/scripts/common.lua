@@ -111,12 +111,12 @@ end
 
 -- Trim the log so that it starts at target_first (never past a replay hold whose lease lasts), dropping the
 -- idempotency keys of trimmed events (only scanned when an event with a key may be among them: kseq is the
--- last seq written with a key) and, every 32 trimmed seqs, the retry tokens (K_TOK, score = seq) below the log.
+-- last seq written with a key) and, every 64 trimmed seqs, the retry tokens (K_TOK, score = seq) below the log.
 -- The log holds every seq from first to the last one, so XTRIM MINID trims exactly. Returns the new first seq.
-local function trim_log(first, target_first, now, kseq, tok_key)
-  local hold = redis.call('HMGET', K_META, 'hold', 'holdx')
-  if hold[1] and hold[2] and tonumber(hold[2]) > now and tonumber(hold[1]) < target_first then
-    target_first = tonumber(hold[1])
+-- hold, holdx: the meta fields of the same names (nil when no recording holds the log).
+local function trim_log(first, target_first, now, kseq, tok_key, hold, holdx)
+  if hold and holdx and tonumber(holdx) > now and tonumber(hold) < target_first then
+    target_first = tonumber(hold)
   end
   if target_first <= first then
     return first
@@ -141,7 +141,7 @@ local function trim_log(first, target_first, now, kseq, tok_key)
     end
   end
   redis.call('XTRIM', K_EVENTS, 'MINID', '0-' .. fmt(target_first))
-  if tok_key and math.floor(target_first / 32) ~= math.floor(first / 32) then
+  if tok_key and math.floor(target_first / 64) ~= math.floor(first / 64) then
     redis.call('ZREMRANGEBYSCORE', tok_key, '-inf', '(' .. fmt(target_first))
   end
   return target_first

@@ -3,7 +3,7 @@
 -- The hot path is 9 commands (HMGET of 8 meta fields, the retry token's check-and-claim, HGET agent, TIME,
 -- XADD, HSET meta, PTTL as TTL drift probe, PUBLISH); what is not due on this event is not done: the agent's
 -- last_seen, the activity index and the TTLs move at most every index refresh / drift bound, the log is
--- trimmed in steps of max_events/64, and meta fields are read only when needed. Numbers become strings once.
+-- trimmed in steps of max_events/32, and meta fields are read only when needed. Numbers become strings once.
 -- KEYS: the six session keys (see common.lua), KEYS[7] tokens (zset: internal retry token -> seq)
 -- ARGV[1] session id        ARGV[2] actor             ARGV[3] event type      ARGV[4] payload JSON
 -- ARGV[5] token ('' = none) ARGV[6] expected seq ('' = any)
@@ -15,16 +15,20 @@
 -- ARGV[18] 'SPUBLISH' to notify on the sharded channel (Redis Cluster 7.0+), anything else: PUBLISH
 -- ARGV[19] '1': ARGV[5] is the caller's idempotency key (idem hash, 'k' field on the event, kept while the
 --          event is in the log); otherwise ARGV[5] is an internal retry token (tokens zset, no stream field)
--- Returns {seq, index_due(0|1), checkpoint id or '', duplicate(0|1), failure snapshot id or '', last seq, now ms}
+-- Returns the seq when nothing else happened, else {seq, index_due(0|1), checkpoint id or '', duplicate(0|1),
+-- failure snapshot id or '', last seq, now ms}
 local sid, actor, etype, payload, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local from = ARGV[7]
 local K_TOK = KEYS[7]
 
-local meta = redis.call('HMGET', K_META, 'status', 'seq', 'ncp', 'idx', 'ver', 'first', 'grace', 'ttl')
+-- 'status' is read only in grace: a completed session is always in grace (complete.lua sets both).
+local meta = redis.call('HMGET', K_META, 'seq', 'grace', 'ncp', 'idx', 'ver', 'first', 'ttl')
 if not meta[1] then
   huddle_error('session_not_found', sid)
 end
-local seq = tonumber(meta[2]) + 1
+local in_grace = meta[2] == '1'
+local status = in_grace and redis.call('HGET', K_META, 'status') or 'active'
+local seq = tonumber(meta[1]) + 1
 local seq_s = fmt(seq)
 local keyed = ARGV[19] == '1'
 -- A duplicate wins over every check below: a retry whose first attempt was written must get its seq back.
@@ -48,7 +52,7 @@ local function refuse(code, detail)
   end
   huddle_error(code, detail)
 end
-if meta[1] == 'completed' then
+if status == 'completed' then
   refuse('session_completed', sid)
 end
 local member = redis.call('HGET', K_AGENTS, actor)
@@ -111,7 +115,7 @@ local function load_state()
 end
 if ARGV[14] ~= '' and (failing or etype == 'broke') then
   load_state()
-  failure_id = write_failure(seq, now, state, meta[1], md, tonumber(ARGV[15]), tonumber(ARGV[14]))
+  failure_id = write_failure(seq, now, state, status, md, tonumber(ARGV[15]), tonumber(ARGV[14]))
 end
 
 local event_seq_s = seq_s
@@ -120,23 +124,23 @@ local interval, max_events = tonumber(ARGV[10]), tonumber(ARGV[11])
 if interval > 0 and ncp >= interval then
   load_state()
   seq = seq + 1
-  cp_id = write_checkpoint(seq, now, actor, 'auto', state, meta[1], md, failure_id, ARGV[17])
+  cp_id = write_checkpoint(seq, now, actor, 'auto', state, status, md, failure_id, ARGV[17])
   ncp, cps = 0, seq
 end
 -- The log holds every seq from 'first' to 'seq' (only trimming removes events, oldest first): no XLEN needed.
--- It is trimmed back to max_events once it is max_events/64 over, so the trim's cost is shared by many events.
+-- It is trimmed back to max_events once it is max_events/32 over, so the trim's cost is shared by many events.
 local first = tonumber(meta[6] or '1')
-if seq - first + 1 > max_events + math.floor(max_events / 64) then
-  local more = redis.call('HMGET', K_META, 'cps', 'kseq')
+if seq - first + 1 > max_events + math.floor(max_events / 32) then
+  local more = redis.call('HMGET', K_META, 'cps', 'kseq', 'hold', 'holdx')
   cps = cps or tonumber(more[1])
   -- The log is about to lose events: make sure a checkpoint holds the state at or after them.
   if cps < seq - max_events then
     load_state()
     seq = seq + 1
-    cp_id = write_checkpoint(seq, now, actor, 'trim', state, meta[1], md, failure_id, ARGV[17])
+    cp_id = write_checkpoint(seq, now, actor, 'trim', state, status, md, failure_id, ARGV[17])
     ncp, cps = 0, seq
   end
-  local new_first = trim_log(first, seq - max_events + 1, now, tonumber(more[2]), K_TOK)
+  local new_first = trim_log(first, seq - max_events + 1, now, tonumber(more[2]), K_TOK, more[3], more[4])
   if new_first ~= first then
     meta_update[n + 1], meta_update[n + 2] = 'first', fmt(new_first)
     n = n + 2
@@ -158,14 +162,17 @@ if now - tonumber(meta[4]) >= refresh_ms then
   n = n + 2
 end
 local reset = ARGV[9] == '1'
-if reset and meta[7] == '1' then
+if reset and in_grace then
   meta_update[n + 1], meta_update[n + 2] = 'grace', '0'
 end
 redis.call('HSET', K_META, unpack(meta_update))
-refresh_ttl(reset, tonumber(meta[8]) * 1000, meta[7] == '1', K_TOK, cp_id ~= '', keyed)
+refresh_ttl(reset, tonumber(meta[7]) * 1000, in_grace, K_TOK, cp_id ~= '', keyed)
 
 if ARGV[12] ~= '' then
   redis.call(ARGV[18] == 'SPUBLISH' and 'SPUBLISH' or 'PUBLISH', ARGV[12], '{"session_id":"' .. sid .. '","seq":' ..
     event_seq_s .. ',"type":"' .. etype .. '","actor":"' .. actor .. '","last_seq":' .. seq_s .. '}')
+end
+if index_due == 0 and cp_id == '' and failure_id == '' then
+  return tonumber(event_seq_s) -- the common case: just the seq (a shorter reply to build and to parse)
 end
 return {tonumber(event_seq_s), index_due, cp_id, 0, failure_id, seq, now}

@@ -19,7 +19,7 @@ local n, keyed = tonumber(ARGV[15]), ARGV[16] == '1'
 local K_TOK = KEYS[7]
 
 local meta = redis.call('HMGET', K_META, 'status', 'state', 'seq', 'ttl', 'ncp', 'cps', 'idx', 'ver', 'first',
-  'grace', 'kseq', 'broken', 'md')
+  'grace', 'kseq', 'broken', 'md', 'hold', 'holdx')
 if not meta[1] then
   huddle_error('session_not_found', sid)
 end
@@ -127,13 +127,14 @@ if interval > 0 and ncp >= interval then
   ncp, cps = 0, seq
 end
 local first = tonumber(meta[9] or '1')
-if seq - first + 1 > max_events + math.floor(max_events / 64) then
+if seq - first + 1 > max_events + math.floor(max_events / 32) then
   if cps < seq - max_events then
     seq = seq + 1
     cp_id = write_checkpoint(seq, now, actor, 'trim', state, meta[1], md, failure_id, ARGV[13])
     ncp, cps = 0, seq
   end
-  local new_first = trim_log(first, seq - max_events + 1, now, keyed and first_seq or tonumber(meta[11]), K_TOK)
+  local new_first = trim_log(first, seq - max_events + 1, now, keyed and first_seq or tonumber(meta[11]), K_TOK, meta[14],
+    meta[15])
   if new_first ~= first then
     meta_update[#meta_update + 1] = 'first'
     meta_update[#meta_update + 1] = new_first

@@ -1,0 +1,200 @@
+"""The cheaper emit path keeps its guarantees: retry tokens, function/script fallback, TTL drift bound, trimming."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from huddle import EmbeddedRedis, NotAMemberError, SessionManager, SessionManagerConfig
+from huddle.backend.acl import create_acl_user
+
+MakeManager = Callable[..., Awaitable[SessionManager]]
+EVENT = {"type": "modified", "data": {"n": 1}}
+
+
+def emit_args(manager: SessionManager, sid: str, actor: str, token: str) -> list[str | int]:
+    """emit.lua's arguments as ``emit_event`` builds them (defaults, internal retry token)."""
+    cfg = manager.config
+    keys = manager.keys.session(sid)
+    return [
+        sid, actor, "modified", '{"data":{"n":1}}', token, "", "", "", 1, cfg.checkpoint_interval,
+        cfg.max_events_per_session, keys.channel, "broken", "", 50, cfg.index_refresh_ms,
+        cfg.max_checkpoints_per_session, "", "",
+    ]  # fmt: skip
+
+
+async def test_a_resent_append_with_the_same_retry_token_returns_its_seq_and_writes_nothing(
+    manager: SessionManager,
+) -> None:
+    """What redis-py's retry or the auto-pipeline's re-send does after a lost reply: the same command again."""
+    sid = await manager.create_session("a1")
+    keys = manager.keys.session(sid)
+    args = emit_args(manager, sid, "a1", os.urandom(8).hex())
+    first = await manager.store.emit(keys, list(args))
+    await manager.emit_event(sid, EVENT, "a1")  # another writer in between
+    length, version = await manager.client.xlen(keys.events), (await manager.get_session(sid)).version
+    again = await manager.store.emit(keys, list(args))
+    assert again.seq == first.seq == 2 and again.duplicate
+    assert await manager.client.xlen(keys.events) == length
+    assert (await manager.get_session(sid)).version == version
+    # the retry token is not stored in the event (no 'k' field) and not in the caller-keys hash
+    entries = await manager.client.xrange(keys.events, "0-2", "0-2")
+    assert "k" not in entries[0][1]
+    assert await manager.client.hlen(keys.idem) == 0
+
+
+async def test_a_refused_append_gives_its_retry_token_back(manager: SessionManager) -> None:
+    sid = await manager.create_session("a1")
+    keys = manager.keys.session(sid)
+    with pytest.raises(NotAMemberError):
+        await manager.emit_event(sid, EVENT, "stranger")
+    assert await manager.client.exists(keys.tokens) == 0
+    await manager.emit_event(sid, EVENT, "a1")
+    with pytest.raises(NotAMemberError):
+        await manager.emit_event(sid, EVENT, "stranger")
+    assert await manager.client.zcard(keys.tokens) == 1
+
+
+async def test_every_session_key_gets_the_ttl_including_the_tokens_zset(manager: SessionManager) -> None:
+    sid = await manager.create_session("a1", ttl=600)
+    await manager.emit_event(sid, EVENT, "a1")
+    keys = manager.keys.session(sid)
+    for key in (keys.meta, keys.events, keys.agents, keys.tokens):
+        assert 598_000 < await manager.client.pttl(key) <= 600_000, key
+    await manager.emit_event(sid, EVENT, "a1", idempotency_key="k-1")
+    assert 0 < await manager.client.pttl(keys.idem) <= 600_000  # created by this call: it gets the lifetime
+
+
+async def test_a_new_tokens_zset_gets_a_ttl_even_within_the_drift_bound(manager: SessionManager) -> None:
+    """The tokens zset lost (FLUSH of that key, an import): the next append must not leave it without TTL."""
+    sid = await manager.create_session("a1")
+    await manager.emit_event(sid, EVENT, "a1")
+    keys = manager.keys.session(sid)
+    await manager.client.delete(keys.tokens)
+    await manager.emit_event(sid, EVENT, "a1")
+    assert await manager.client.pttl(keys.tokens) > 0
+
+
+async def test_the_ttl_is_kept_within_the_drift_bound_without_a_refresh_per_event(
+    manager: SessionManager, redis_server: EmbeddedRedis
+) -> None:
+    sid = await manager.create_session("a1")
+    await manager.emit_event(sid, EVENT, "a1")
+    admin = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    await admin.config_resetstat()
+    for _ in range(20):
+        await manager.emit_event(sid, EVENT, "a1")
+    stats = await admin.info("commandstats")
+    await admin.aclose()
+    # 20 events within well under a second: at most one full refresh (6 PEXPIREs) plus the checkpoints' key
+    assert stats.get("cmdstat_pexpire", {}).get("calls", 0) <= 6 + 3
+    ttl_ms = manager.config.default_ttl * 1000
+    for key in manager.keys.session(sid).emit[:3]:
+        assert ttl_ms - 1000 - 2000 < await manager.client.pttl(key) <= ttl_ms  # bound + test slack
+
+
+async def test_tokens_and_keys_of_trimmed_events_go_with_them(make_manager: MakeManager) -> None:
+    manager = await make_manager(max_events_per_session=100, checkpoint_interval=1000)
+    sid = await manager.create_session("a1")
+    for i in range(300):
+        key = f"key-{i}" if i % 3 == 0 else None
+        await manager.emit_event(sid, EVENT, "a1", idempotency_key=key)
+    keys = manager.keys.session(sid)
+    doc = await manager.get_session(sid)
+    length = await manager.client.xlen(keys.events)
+    assert 100 <= length <= 100 + 100 // 32 and length == doc.last_seq - doc.first_seq + 1
+    assert [e.seq for e in await manager.get_events(sid)] == list(range(doc.first_seq, doc.last_seq + 1))
+    assert await manager.client.zcard(keys.tokens) <= length + 64
+    low = await manager.client.zrange(keys.tokens, 0, 0, withscores=True)
+    assert low[0][1] >= doc.first_seq - 64
+    kept = {field for field in await manager.client.hkeys(keys.idem)}
+    stored = {fields["k"] for _, fields in await manager.client.xrange(keys.events) if "k" in fields}
+    assert kept == stored  # exactly the keys of the events still in the log
+
+
+async def test_last_seen_moves_at_most_every_index_refresh(make_manager: MakeManager) -> None:
+    eager = await make_manager(index_refresh_ms=0)
+    sid = await eager.create_session("a1")
+    before = (await eager.get_session(sid)).agents["a1"].last_seen
+    await eager.emit_event(sid, EVENT, "a1")
+    assert (await eager.get_session(sid)).agents["a1"].last_seen >= before
+    lazy = await make_manager(index_refresh_ms=60_000)
+    sid = await lazy.create_session("a1")
+    raw = await lazy.client.hget(lazy.keys.session(sid).agents, "a1")
+    await lazy.emit_event(sid, EVENT, "a1")
+    assert await lazy.client.hget(lazy.keys.session(sid).agents, "a1") == raw
+
+
+async def test_the_function_library_is_loaded_again_after_a_function_flush(
+    manager: SessionManager, redis_server: EmbeddedRedis
+) -> None:
+    sid = await manager.create_session("a1")
+    assert await manager.emit_event(sid, EVENT, "a1") == 2
+    admin = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    version = tuple(int(p) for p in (await admin.info("server"))["redis_version"].split(".")[:2])
+    if version < (7, 0):
+        assert manager.store.scripts.functions is False  # 6.2: the scripts do the work
+    else:
+        assert manager.store.scripts.functions is True
+        await admin.function_flush()
+    await admin.aclose()
+    assert await manager.emit_event(sid, EVENT, "a1") == 3
+    assert await manager.emit_events(sid, [EVENT, EVENT], "a1") == [4, 5]
+    assert [e.seq for e in await manager.get_events(sid)] == [1, 2, 3, 4, 5]
+
+
+@pytest.fixture
+async def admin(redis_server: EmbeddedRedis) -> AsyncIterator[Any]:
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+async def test_a_user_without_functions_appends_through_the_scripts(
+    admin: Any, redis_server: EmbeddedRedis, namespace: str
+) -> None:
+    name, password = f"u{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    await create_acl_user(admin, name, password, namespace)
+    try:
+        version = tuple(int(p) for p in (await admin.info("server"))["redis_version"].split(".")[:2])
+        if version >= (7, 0):  # 6.2 has no functions at all: the same fallback, reached by "unknown command"
+            await admin.execute_command("ACL", "SETUSER", name, "-fcall", "-function")
+        config = SessionManagerConfig(
+            redis_url=redis_server.url, username=name, password=password, namespace=namespace
+        )
+        async with SessionManager(config) as manager:
+            sid = await manager.create_session("a1")
+            assert await manager.emit_event(sid, EVENT, "a1") == 2
+            assert await manager.emit_events(sid, [EVENT, EVENT], "a1") == [3, 4]
+            assert manager.store.scripts.functions is False
+    finally:
+        await admin.execute_command("ACL", "DELUSER", name)
+
+
+@pytest.mark.cluster
+async def test_on_a_cluster_a_primary_without_the_library_gets_it_on_first_use() -> None:
+    from huddle.backend.topology import EmbeddedCluster
+
+    with EmbeddedCluster(masters=3, replicas=0) as cluster:
+        config = SessionManagerConfig(redis_url=cluster.url, namespace=f"t{uuid.uuid4().hex[:10]}")
+        async with SessionManager(config) as manager:
+            sids = cluster.ids_on_every_master(lambda sid: manager.keys.session(sid).meta, 1)
+            for sid in sids:
+                await manager.create_session("a1", session_id=sid)
+            flushed = cluster.node_of_key(manager.keys.session(sids[0]).meta)
+            node = aioredis.Redis(port=flushed.port)
+            version = tuple(int(p) for p in (await node.info("server"))["redis_version"].split(".")[:2])
+            if version >= (7, 0):
+                await node.function_flush()
+                assert await node.function_list() == []
+            for sid in sids:
+                assert await manager.emit_event(sid, EVENT, "a1") == 2
+                assert await manager.emit_events(sid, [EVENT] * 3, "a1") == [3, 4, 5]
+            if version >= (7, 0):
+                assert len(await node.function_list()) == 1
+            await node.aclose()
