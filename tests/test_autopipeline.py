@@ -5,17 +5,20 @@ Real redis-server (a cutting TCP proxy in front of it where a connection must br
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from cut_proxy import CutProxy
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import DataError, ResponseError
 
 from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
 from huddle.backend.autopipeline import AutoPipeline, batchable, batcher_of
-from huddle.backend.connection import create_client
+from huddle.backend.connection import create_client, ready
+from huddle.backend.topology import EmbeddedCluster
 from huddle.errors import NotAMemberError, RedisUnavailableError
 
 SPIN = "local n = 0 for i = 1, tonumber(ARGV[1]) do n = n + i end return n"
@@ -286,3 +289,61 @@ async def test_close_fails_queued_calls_instead_of_hanging(redis_server: Embedde
     assert outcome[0] is True or isinstance(outcome[0], Exception)  # answered or failed, never left hanging
     with pytest.raises(Exception, match="closed"):
         await client.ping()
+
+
+# -- Redis Cluster: per-node batches of script calls ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[EmbeddedCluster]:
+    with EmbeddedCluster(masters=3, replicas=0) as local:
+        yield local
+
+
+@pytest.mark.cluster
+async def test_on_a_cluster_script_calls_share_round_trips_per_node_and_a_moved_slot_falls_back(
+    cluster: EmbeddedCluster,
+) -> None:
+    config = SessionManagerConfig(redis_url=cluster.url, namespace=f"t{uuid.uuid4().hex[:10]}")
+    async with SessionManager(config) as manager:
+        sids = cluster.ids_on_every_master(lambda sid: manager.keys.session(sid).meta, per_master=2)
+        for sid in sids:
+            await manager.create_session("alpha", session_id=sid)
+            await manager.emit_event(sid, marked("warm-up"), "alpha")
+
+        async def burst(tag: str) -> list[int]:
+            calls = [
+                manager.emit_event(sid, marked(f"{tag}-{sid}-{n}"), "alpha") for sid in sids for n in range(5)
+            ]
+            return list(await asyncio.gather(*calls))
+
+        await burst("a")
+        real = await ready(manager.client)
+        assert isinstance(real, RedisCluster) and real.huddle_batchers is not None
+        queues = list(real.huddle_batchers._by_node.values())
+        assert len(queues) == 3  # one per master
+        assert sum(queue.commands for queue in queues) > sum(
+            queue.batches for queue in queues
+        )  # shared trips
+        # Move the slot of one session to another master: its batched calls get MOVED and take the cluster path.
+        meta = manager.keys.session(sids[0]).meta
+        new = next(node for node in cluster.masters() if node.port != cluster.node_of_key(meta).port)
+        assert cluster.migrate_slot(cluster.keyslot(meta), new) > 0
+        await burst("b")
+        assert cluster.node_of_key(meta).port == new.port
+        for sid in sids:
+            stored = await tags_by_seq(manager, sid)
+            assert sorted(tag for tag in stored.values() if tag != "warm-up") == sorted(
+                f"{tag}-{sid}-{n}" for tag in "ab" for n in range(5)
+            )
+            assert await gapless(manager, sid)
+
+
+@pytest.mark.cluster
+async def test_on_a_cluster_the_switch_leaves_redis_py_s_path(cluster: EmbeddedCluster) -> None:
+    config = SessionManagerConfig(
+        redis_url=cluster.url, namespace=f"t{uuid.uuid4().hex[:10]}", auto_pipeline=False
+    )
+    async with SessionManager(config) as manager:
+        sid = await manager.create_session("alpha")
+        assert await asyncio.gather(*(manager.emit_event(sid, marked("x"), "alpha") for _ in range(3)))
+        real = await ready(manager.client)
+        assert real.huddle_batchers is None

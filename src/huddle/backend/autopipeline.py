@@ -152,10 +152,9 @@ class AutoPipeline:
     nothing. Up to ``in_flight`` lanes run at once; a lane keeps its connection checked out of the pool while it
     runs (no pool checkout per batch) and returns it when it ends."""
 
-    def __init__(
-        self, client: aioredis.Redis, *, in_flight: int = IN_FLIGHT, max_batch: int = MAX_BATCH
-    ) -> None:
-        self._client = client
+    def __init__(self, source: Any, *, in_flight: int = IN_FLIGHT, max_batch: int = MAX_BATCH) -> None:
+        self.source = source
+        """Where connections and reply callbacks come from: the client, or one cluster node (cluster_pipeline)."""
         self._in_flight_max = in_flight
         self._max_batch = max_batch
         self._queue: list[_Call] = []
@@ -213,13 +212,13 @@ class AutoPipeline:
         finally:
             self._lanes -= 1
             if conn is not None:  # back to the pool while idle: a small pool is never held by idle lanes
-                await self._client.connection_pool.release(conn)
+                await self.source.connection_pool.release(conn)
 
     async def _run(self, conn: Any | None, batch: list[_Call]) -> Any | None:
         """Send one batch (taking a connection first if the lane has none); every caller gets an outcome."""
         try:
             if conn is None:
-                pool = self._client.connection_pool
+                pool = self.source.connection_pool
                 conn = await pool.get_connection()
             await self._send(conn, batch)
         except BaseException as exc:
@@ -233,7 +232,7 @@ class AutoPipeline:
 
     async def _send(self, conn: Any, batch: list[_Call]) -> None:
         """Write the batch and hand out the replies; re-send (retry policy of the connection) what got none."""
-        client = self._client
+        client = self.source
         pending = batch  # the calls whose replies were not read yet
 
         async def attempt() -> None:

@@ -19,6 +19,8 @@ from ..config import RedisSettings
 from ..errors import ConfigError
 from .autodetect import AutoClient, detect_cluster_blocking, known_mode
 from .autopipeline import AutoPipelineRedis
+from .cluster_pipeline import FALL_BACK as CLUSTER_FALL_BACK
+from .cluster_pipeline import ClusterBatchers
 from .target import Target, client_kwargs, resolve_target, uses_tls
 
 __all__ = ["RedisClient", "Target", "client_kwargs", "create_client", "resolve_target", "uses_tls"]
@@ -91,12 +93,13 @@ class GatedRedisCluster(RedisCluster):  # type: ignore[misc]
     refresh) when a burst exceeds the per-node pool; gating keeps bursts queued like the standalone pool does.
     Calls made while a slot is held (redirect handling inside a pipeline) pass straight through."""
 
-    def __init__(self, *args: Any, gate: int = 64, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, gate: int = 64, auto_pipeline: bool = False, **kwargs: Any) -> None:
         import asyncio
 
         super().__init__(*args, **kwargs)
         self.huddle_gate = asyncio.Semaphore(gate)
         self.huddle_scripts: dict[str, Any] = {}  # sha -> source of every script registered on this client
+        self.huddle_batchers = ClusterBatchers(self) if auto_pipeline else None
 
     def register_script(self, script: Any) -> Any:
         registered = super().register_script(script)
@@ -106,12 +109,24 @@ class GatedRedisCluster(RedisCluster):  # type: ignore[misc]
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         if _GATED.get():
             return await super().execute_command(*args, **kwargs)
+        batchers = self.huddle_batchers
+        batcher = batchers.for_call(args, kwargs) if batchers is not None else None
+        if batcher is not None:
+            try:
+                return await batcher.submit(args, kwargs)
+            except CLUSTER_FALL_BACK:
+                pass  # redirected, or the node is unreachable: redis-py's cluster path sorts it out
         async with self.huddle_gate:
             token = _GATED.set(True)
             try:
                 return await super().execute_command(*args, **kwargs)
             finally:
                 _GATED.reset(token)
+
+    async def aclose(self, *args: Any, **kwargs: Any) -> None:
+        if self.huddle_batchers is not None:
+            await self.huddle_batchers.aclose()
+        await super().aclose(*args, **kwargs)
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
         if shard_hint:
@@ -172,6 +187,7 @@ def _cluster_client(settings: RedisSettings, target: Target, kwargs: dict[str, A
         max_connections=settings.max_connections * 2,
         require_full_coverage=False,
         gate=settings.max_connections,
+        auto_pipeline=settings.auto_pipeline,
     )
     if target.url:
         parts = urlsplit(target.url)
