@@ -108,7 +108,7 @@ class RedisSettings(HuddleSettings):
     )
     auto_pipeline: bool = Field(
         default=True,
-        description="commands issued in the same event-loop tick share one round trip (not on a cluster)",
+        description="commands issued in the same event-loop tick share one round trip (cluster: script calls, per node)",
     )
 
     @field_validator("redis_url")

@@ -21,8 +21,8 @@ What holds (tests/test_autopipeline.py):
 Blocking commands (``WAIT``, ``XREAD ... BLOCK``, ``BLPOP``...) and connection-state commands (``SELECT``,
 ``MULTI``, ``WATCH``...) bypass the queue, since they would stall or change the shared connection. Pipelines
 and pub/sub are unchanged. Standalone and Sentinel clients batch (a lane reconnects through ``connect()``, so a
-Sentinel-managed connection finds the new master after a failover); Redis Cluster clients do not (each command
-takes redis-py's cluster path, with its redirections). A batch's replies share one read deadline
+Sentinel-managed connection finds the new master after a failover); on Redis Cluster, script calls batch per
+node (``huddle.backend.cluster_pipeline``) and every other command takes redis-py's cluster path. A batch's replies share one read deadline
 (``socket_timeout``). ``RedisSettings.auto_pipeline=False`` (``HUDDLE_AUTO_PIPELINE=false``) turns it off.
 """
 
