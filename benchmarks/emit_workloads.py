@@ -174,12 +174,15 @@ async def recorded_script_call(
             captured.append(args)
         return original(*args, **options)
 
-    real.execute_command = spy
+    holders = [real] if real is manager.client else [real, manager.client]  # an AutoClient caches bound methods
+    for holder in holders:
+        holder.execute_command = spy
     try:
         await manager.emit_event(sid, EVENT, actor)
         await manager.emit_event(sid, EVENT, actor)
     finally:
-        del real.execute_command
+        for holder in holders:
+            del holder.execute_command
     first, second = captured[-2:]
     varying = [n for n, (a, b) in enumerate(zip(first, second, strict=True)) if a != b]
     for n in varying:
