@@ -20,6 +20,20 @@ local function huddle_error(code, detail)
   error('HUDDLE ' .. code .. ' [' .. (detail or '') .. ']')
 end
 
+-- Refuse an append: give back the retry token it claimed (claim: the token, or nil), then raise.
+local function refuse(tok_key, claim, code, detail)
+  if claim then
+    redis.call('ZREM', tok_key, claim)
+  end
+  huddle_error(code, detail)
+end
+
+-- The session's state and metadata JSON (read only when a checkpoint or failure snapshot needs them).
+local function read_state()
+  local extra = redis.call('HMGET', K_META, 'state', 'md')
+  return extra[1], extra[2] or '{}'
+end
+
 local function in_csv(csv, item)
   return csv ~= '' and string.find(',' .. csv .. ',', ',' .. item .. ',', 1, true) ~= nil
 end

@@ -7,6 +7,9 @@
 local sid, creator, ttl, metadata, state, token, channel =
   ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 
+-- A value longer than hash-max-listpack-value (64) keeps meta a hash table: every append reads 7 of its fields
+-- and writes 4, which a listpack would do by scanning and moving the whole encoding (measured: docs/core.md).
+local LAYOUT_NOTE = 'hash table on purpose: emit reads and writes these fields on every event (see docs/core.md)'
 local existing = redis.call('HMGET', K_META, 'ctok', 'created')
 if existing[1] then
   if existing[1] == token then
@@ -22,7 +25,8 @@ append_event(1, 'start', creator, now, '{"data":{"initial_state":"' .. state .. 
 redis.call('HSET', K_AGENTS, creator, fmt(now) .. ':' .. fmt(now))
 redis.call('HSET', K_META, 'v', '1', 'status', 'active', 'state', state, 'creator', creator,
   'created', fmt(now), 'updated', fmt(now), 'seq', '1', 'first', '1', 'ver', '1', 'ttl', fmt(ttl),
-  'md', metadata, 'cp', '', 'cps', '0', 'ncp', '0', 'broken', '', 'idx', fmt(now), 'ctok', token, 'grace', '0')
+  'md', metadata, 'cp', '', 'cps', '0', 'ncp', '0', 'broken', '', 'idx', fmt(now), 'ctok', token, 'grace', '0',
+  'layout', LAYOUT_NOTE)
 expire_session(ttl * 1000)
 if channel ~= '' then
   redis.call('PUBLISH', channel, notice('start', sid, 1, creator, now))

@@ -46,33 +46,29 @@ elseif token ~= '' then
   end
   claimed = true
 end
-local function refuse(code, detail)
-  if claimed then
-    redis.call('ZREM', K_TOK, token)
-  end
-  huddle_error(code, detail)
-end
+-- (no closures on the hot path: each would be allocated, and collected, on every call)
+local claim = claimed and token or nil
 if status == 'completed' then
-  refuse('session_completed', sid)
+  refuse(K_TOK, claim, 'session_completed', sid)
 end
 local member = redis.call('HGET', K_AGENTS, actor)
 if not member then
-  refuse('not_a_member', actor)
+  refuse(K_TOK, claim, 'not_a_member', actor)
 end
 if ARGV[6] ~= '' and tonumber(ARGV[6]) ~= seq - 1 then
-  refuse('sequence_conflict', fmt(seq - 1))
+  refuse(K_TOK, claim, 'sequence_conflict', fmt(seq - 1))
 end
 local state, broken, md = nil, nil, nil
 if from ~= '' then
   local extra = redis.call('HMGET', K_META, 'state', 'broken', 'md')
   state, broken, md = extra[1], extra[2] or '', extra[3] or '{}'
   if from ~= state then
-    refuse('state_conflict', state)
+    refuse(K_TOK, claim, 'state_conflict', state)
   end
 end
 
 local t = redis.call('TIME')
-local now_s = t[1] .. string.sub(t[2] + 1000000, 2, 4)
+local now_s = t[1] .. string.sub('00000' .. t[2], -6, -4) -- ms, without formatting a number
 local now = tonumber(now_s)
 if keyed then
   redis.call('XADD', K_EVENTS, '0-' .. seq_s, 't', etype, 'a', actor, 'ts', now_s, 'd', payload, 'k', token)
@@ -107,14 +103,10 @@ if from ~= '' then
   meta_update[n + 1], meta_update[n + 2], meta_update[n + 3], meta_update[n + 4] = 'state', state, 'broken', broken
   n = n + 4
 end
-local function load_state()
-  if state == nil then
-    local extra = redis.call('HMGET', K_META, 'state', 'md')
-    state, md = extra[1], extra[2] or '{}'
-  end
-end
 if ARGV[14] ~= '' and (failing or etype == 'broke') then
-  load_state()
+  if state == nil then
+    state, md = read_state()
+  end
   failure_id = write_failure(seq, now, state, status, md, tonumber(ARGV[15]), tonumber(ARGV[14]))
 end
 
@@ -122,7 +114,9 @@ local event_seq_s = seq_s
 local ncp, cp_id, cps = tonumber(meta[3]) + 1, '', nil
 local interval, max_events = tonumber(ARGV[10]), tonumber(ARGV[11])
 if interval > 0 and ncp >= interval then
-  load_state()
+  if state == nil then
+    state, md = read_state()
+  end
   seq = seq + 1
   cp_id = write_checkpoint(seq, now, actor, 'auto', state, status, md, failure_id, ARGV[17])
   ncp, cps = 0, seq
@@ -135,7 +129,9 @@ if seq - first + 1 > max_events + math.floor(max_events / 32) then
   cps = cps or tonumber(more[1])
   -- The log is about to lose events: make sure a checkpoint holds the state at or after them.
   if cps < seq - max_events then
-    load_state()
+    if state == nil then
+    state, md = read_state()
+  end
     seq = seq + 1
     cp_id = write_checkpoint(seq, now, actor, 'trim', state, status, md, failure_id, ARGV[17])
     ncp, cps = 0, seq
