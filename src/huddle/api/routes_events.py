@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 
 from ..errors import ShuttingDownError
-from .auth import Identity, require_writer
+from .auth import Identity, identity_of, require_writer
 from .context import ApiContext, caller, context
 from .problems import InvalidRequestError, error_responses
 from .routes_sessions import etag
@@ -50,14 +50,15 @@ async def emit(
         EventSubmission | Annotated[list[EventSubmission], Body(min_length=1, max_length=MAX_BATCH)],
         Body(description="one event, or a list appended atomically (all by the same actor)"),
     ],
-    ctx: Ctx,
-    who: Caller,
+    request: Request,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", pattern=ID_RE)] = None,
     if_match: Annotated[str | None, Header(alias="If-Match")] = None,
 ) -> Response:
     """Append one event (``{"seq": n}``) or a list of events atomically (``{"seqs": [...]}``)."""
+    # The hot route: no sub-dependencies (each costs a resolution per request), ready bytes out.
+    ctx: ApiContext = request.app.state.huddle
+    who = identity_of(request)
     expected = expected_seq_of(if_match)
-    # The hot path: answer with ready bytes (a returned Response skips FastAPI's response-model pass).
     if isinstance(body, EventSubmission):
         require_writer(who, body.actor)
         seq = await ctx.manager.emit_event(
