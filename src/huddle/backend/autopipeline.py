@@ -129,11 +129,8 @@ def _pack(conn: Any, calls: list[_Call]) -> tuple[list[bytes], list[_Call]]:
     return chunks, kept
 
 
-async def _parsed(client: Any, command: Any, reply: Any, options: dict[str, Any]) -> Any:
+async def _parsed(callback: Any, reply: Any, options: dict[str, Any]) -> Any:
     """What ``Redis.parse_response`` makes of a reply: the command's response callback, with its options."""
-    callback = client.response_callbacks.get(command)
-    if callback is None:
-        return reply
     extra = {k: v for k, v in options.items() if k not in (NEVER_DECODE, EMPTY_RESPONSE, "keys")}
     value = callback(reply, **extra)
     return await value if inspect.isawaitable(value) else value
@@ -163,6 +160,7 @@ class AutoPipeline:
         self._lanes = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._callbacks: dict[Any, Any] = {}  # command name -> response callback (None: the reply as is)
         self.batches = 0
         """Batches sent so far (for tests and benchmarks: commands / batches = commands per round trip)."""
         self.commands = 0
@@ -233,6 +231,7 @@ class AutoPipeline:
     async def _send(self, conn: Any, batch: list[_Call]) -> None:
         """Write the batch and hand out the replies; re-send (retry policy of the connection) what got none."""
         client = self.source
+        callbacks = self._callbacks
         pending = batch  # the calls whose replies were not read yet
 
         async def attempt() -> None:
@@ -265,11 +264,19 @@ class AutoPipeline:
                             elif not future.done():
                                 future.set_exception(exc)
                         else:
+                            name = args[0]
                             try:
-                                _settle(future, await _parsed(client, args[0], reply, options))
-                            except Exception as exc:  # the reply was read: only its caller is concerned
-                                if not future.done():
-                                    future.set_exception(exc)
+                                callback = callbacks[name]
+                            except KeyError:  # (redis-py's callbacks dict is case-insensitive: slow per call)
+                                callback = callbacks[name] = client.response_callbacks.get(name)
+                            if callback is None:
+                                _settle(future, reply)
+                            else:
+                                try:
+                                    _settle(future, await _parsed(callback, reply, options))
+                                except Exception as exc:  # the reply was read: only its caller is concerned
+                                    if not future.done():
+                                        future.set_exception(exc)
                         read += 1
             except BaseException as exc:
                 pending = live[read:]  # this reply and the ones after it were not read
