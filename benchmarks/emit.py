@@ -7,6 +7,7 @@ if set, else starts an embedded redis-server. Sides, all in this process on the 
 - ``own``: plain redis-py (``redis.asyncio.Redis.from_url``: a pool, one request per connection) sending the very
   script command huddle sends (recorded from huddle, fresh idempotency tokens): huddle's Python cost;
 - ``lean``: plain redis-py EVALSHA of issue 12's lean append script (the issue's baseline);
+- ``lean_ap``: the same lean EVALSHAs through huddle's own client (auto-pipelined): the client layer alone;
 - ``batch``: ``emit_events`` in batches of 100 from one task (one session, and ``--batch-sessions`` sessions at
   once sharing round trips) against raw pipelined XADDs of the same payloads.
 
@@ -119,6 +120,7 @@ async def bench(args: argparse.Namespace, url: str) -> dict[str, Any]:
                     "huddle": lambda: huddle_emits(manager, raw, agents[:1]),
                     "own": lambda: own_script(manager, raw, agents[:1]),
                     "lean": lambda: lean_script(raw, 1, *lean_args),
+                    "lean_ap": lambda: lean_script(manager.client, 1, *lean_args),
                 },
                 args.events,
                 args.block,
@@ -128,6 +130,7 @@ async def bench(args: argparse.Namespace, url: str) -> dict[str, Any]:
                     "huddle": lambda: huddle_emits(manager, raw, agents),
                     "own": lambda: own_script(manager, raw, agents),
                     "lean": lambda: lean_script(raw, len(agents), *lean_args),
+                    "lean_ap": lambda: lean_script(manager.client, len(agents), *lean_args),
                 },
                 args.concurrent_events,
                 args.concurrent_block,
@@ -324,6 +327,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--batch-block", type=int, default=4000, help="batched events per alternating block")
     add("--rounds", type=int, default=5, help="alternating rounds; medians are reported")
     add("--uvloop-rounds", type=int, default=4, help="fresh-loop runs per loop kind (0: skip)")
+    add("--profile-run", type=int, default=0, help="only run this many 50-agent huddle emits (for py-spy)")
     add("--json", action="store_true", help="print the report as JSON")
     add("--check", action="store_true", help="exit 1 if a target is missed")
     add("--quiet", action="store_true", help="no per-round lines")
@@ -337,12 +341,35 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+async def profile_run(args: argparse.Namespace, url: str) -> None:
+    """Only huddle's 50-agent emits (for a profiler: ``py-spy record ... -- python benchmarks/emit.py
+    --profile-run 100000``; ``benchmarks/spy_summary.py`` summarizes py-spy's raw output)."""
+    config = SessionManagerConfig(redis_url=url, namespace=f"bench{os.urandom(4).hex()}")
+    agents = [f"agent-{n:02d}" for n in range(args.agents)]
+    async with SessionManager(config) as manager:
+        raw = aioredis.Redis.from_url(url, decode_responses=True)
+        try:
+            workload = await huddle_emits(manager, raw, agents)
+            await workload(args.concurrent_block, 0)
+            sample = await workload(args.profile_run // args.agents * args.agents, 0)
+        finally:
+            await raw.aclose()
+    print(
+        f"$ {' '.join(['.venv/bin/python', *sys.argv])}\nhuddle emit_event x{args.agents} agents: "
+        f"{sample.throughput:,.0f} events/s, client CPU {sample.cpu_per_event * 1e6:.1f} µs/event, "
+        f"server {sample.script_us_per_call:.1f} µs/script call"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     url = os.environ.get("HUDDLE_REDIS_URL")
     server = None if url else EmbeddedRedis().start()
     try:
         url = url or (server.url if server else "")
+        if args.profile_run:
+            asyncio.run(profile_run(args, url))
+            return 0
         report = asyncio.run(bench(args, url))
         report["uvloop"] = uvloop_compare(args, url) if args.uvloop_rounds else None
     finally:

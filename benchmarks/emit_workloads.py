@@ -174,7 +174,9 @@ async def recorded_script_call(
             captured.append(args)
         return original(*args, **options)
 
-    holders = [real] if real is manager.client else [real, manager.client]  # an AutoClient caches bound methods
+    holders = (
+        [real] if real is manager.client else [real, manager.client]
+    )  # an AutoClient caches bound methods
     for holder in holders:
         holder.execute_command = spy
     try:
