@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import json
 import logging
 import os
@@ -39,8 +40,8 @@ from ..models import (
 )
 from . import analytics, maintenance, subscription
 from .event_input import batch_parts, check_expected_seq, event_parts
-from .keys import KeySpace
-from .store import SessionStore
+from .keys import KeySpace, SessionKeys
+from .store import EmitResult, SessionStore
 
 log = logging.getLogger("huddle.core.manager")
 
@@ -83,6 +84,12 @@ class SessionManager:
         self.keys = KeySpace(cfg.namespace, cfg.index_shards, cfg.global_channel, cfg.session_channel_prefix)
         # emit_event is the hot path: build a session's key names once, not per event (bounded LRU).
         self._session_keys = functools.lru_cache(maxsize=1024)(self.keys.session)
+        self._emit_keys = functools.lru_cache(maxsize=1024)(self._build_emit_keys)
+        self._valid_ids: set[str] = set()
+        """Ids that passed ``check_id`` (bounded): agents and sessions repeat on every event."""
+        # Retry tokens only have to be unique: a random prefix per manager and a counter, no syscall per event.
+        self._token_prefix = os.urandom(8).hex()
+        self._token_counter = itertools.count()
         self._owns_client = client is None
         self.client: RedisClient = client if client is not None else create_client(cfg)
         self.store = SessionStore(self.client, self.keys)
@@ -177,6 +184,25 @@ class SessionManager:
                 observer(operation, elapsed, ok)
             except Exception:
                 log.exception("operation observer failed for %s", operation)
+
+    def _build_emit_keys(self, session_id: str) -> tuple[SessionKeys, list[str]]:
+        keys = self._session_keys(session_id)
+        return keys, keys.emit
+
+    def _check_ids(self, session_id: str, actor: str) -> None:
+        """``check_id`` of both, remembering ids that passed (the set is bounded: cleared when large)."""
+        valid = self._valid_ids
+        if session_id in valid and actor in valid:
+            return
+        check_id(session_id)
+        check_id(actor, "agent id")
+        if len(valid) > 8192:
+            valid.clear()
+        valid.add(session_id)
+        valid.add(actor)
+
+    def _retry_token(self) -> str:
+        return f"{self._token_prefix}{next(self._token_counter):x}"
 
     async def _missing(self, session_id: str) -> SessionNotFoundError:
         """NotFound or Expired: the activity index still knows sessions that expired."""
@@ -333,7 +359,6 @@ class SessionManager:
         return document
 
     # -- events ---------------------------------------------------------------------------------------------
-    @_in_flight
     async def emit_event(
         self,
         session_id: str,
@@ -355,51 +380,61 @@ class SessionManager:
         ``min_replicas``: also wait (``WAIT``, up to ``replica_wait_timeout_ms``) until that many replicas have
         the event; if fewer confirm it, raise ``ReplicationNotConfirmedError`` (the event is written, but a
         failover now could lose it). See docs/scaling.md for what this does and does not guarantee."""
-        self._check_open()
-        started = time.perf_counter()
-        check_id(session_id)
-        check_id(actor, "agent id")
-        etype, payload, from_state, to_state = event_parts(event, self.config.max_event_bytes)
-        expected = check_expected_seq(expected_seq)
-        if (
-            not isinstance(min_replicas, int)
-            or isinstance(min_replicas, bool)
-            or not 0 <= min_replicas <= 100
-        ):
-            raise InvalidEventError(f"min_replicas must be an integer 0..100, got {min_replicas!r}")
-        keyed = idempotency_key is not None
-        token = check_id(idempotency_key, "idempotency key") if keyed else os.urandom(8).hex()
-        cfg = self.config
-        keys = self._session_keys(session_id)
-        args: list[str | int] = [
-            session_id, actor, etype, payload, token, expected, from_state, to_state,
-            1 if reset_ttl else 0, cfg.checkpoint_interval if auto_checkpoint and cfg.enable_auto_checkpoint else 0, cfg.max_events_per_session,
-            keys.channel if publish_update else "", self._failure_csv, self._failure_ttl_ms,
-            cfg.failure_snapshot_events, cfg.index_refresh_ms, cfg.max_checkpoints_per_session,
-            "", "1" if keyed else "",
-        ]  # fmt: skip
-        ok = False
+        # The in-flight count of @_in_flight, inlined: one coroutine less on the path of every event.
+        self._in_flight += 1
         try:
+            self._check_open()
+            started = time.perf_counter() if self._observers else 0.0
+            self._check_ids(session_id, actor)
+            etype, payload, from_state, to_state = event_parts(event, self.config.max_event_bytes)
+            expected = "" if expected_seq is None else check_expected_seq(expected_seq)
+            if min_replicas.__class__ is not int or not 0 <= min_replicas <= 100:  # bool is not int here
+                raise InvalidEventError(f"min_replicas must be an integer 0..100, got {min_replicas!r}")
+            keyed = idempotency_key is not None
+            token = check_id(idempotency_key, "idempotency key") if keyed else self._retry_token()
+            cfg = self.config
+            keys, emit_keys = self._emit_keys(session_id)
+            args: list[str | int] = [
+                session_id, actor, etype, payload, token, expected, from_state, to_state,
+                1 if reset_ttl else 0, cfg.checkpoint_interval if auto_checkpoint and cfg.enable_auto_checkpoint else 0, cfg.max_events_per_session,
+                keys.channel if publish_update else "", self._failure_csv, self._failure_ttl_ms,
+                cfg.failure_snapshot_events, cfg.index_refresh_ms, cfg.max_checkpoints_per_session,
+                "", "1" if keyed else "",
+            ]  # fmt: skip
             # WAIT must answer within the socket timeout, or the connection would be dropped as dead.
-            wait_ms = min(cfg.replica_wait_timeout_ms, max(int(cfg.socket_timeout * 1000) - 250, 1))
-            result = await self.store.emit(keys, args, min_replicas=min_replicas, wait_ms=wait_ms)
-            ok = True
-        except SessionNotFoundError:
-            raise await self._missing(session_id) from None
+            wait_ms = (
+                min(cfg.replica_wait_timeout_ms, max(int(cfg.socket_timeout * 1000) - 250, 1))
+                if min_replicas
+                else 0
+            )
+            ok = False
+            try:
+                result = await self.store.emit(
+                    keys, emit_keys, args, min_replicas=min_replicas, wait_ms=wait_ms
+                )
+                ok = True
+            except SessionNotFoundError:
+                raise await self._missing(session_id) from None
+            finally:
+                if self._observers:
+                    self._observe("emit", started, ok)
+            if not isinstance(result, EmitResult):
+                return result  # the seq alone: nothing else to do
+            if result.index_due:
+                await self._best_effort(self.store.touch_active(session_id, result.at_ms))
+            if result.failure_snapshot_id:
+                await self._best_effort(self.store.index_failure(session_id, result.failure_snapshot_id))
+            if result.replicas_acked is not None and result.replicas_acked < min_replicas:
+                raise ReplicationNotConfirmedError(
+                    f"event seq {result.seq} is written on the master, but only {result.replicas_acked} of "
+                    f"{min_replicas} replicas confirmed it within {wait_ms} ms; a failover now could lose it",
+                    seq=result.seq, replicas_acked=result.replicas_acked, min_replicas=min_replicas,
+                )  # fmt: skip
+            return result.seq
         finally:
-            if self._observers:
-                self._observe("emit", started, ok)
-        if result.index_due:
-            await self._best_effort(self.store.touch_active(session_id, result.at_ms))
-        if result.failure_snapshot_id:
-            await self._best_effort(self.store.index_failure(session_id, result.failure_snapshot_id))
-        if result.replicas_acked is not None and result.replicas_acked < min_replicas:
-            raise ReplicationNotConfirmedError(
-                f"event seq {result.seq} is written on the master, but only {result.replicas_acked} of "
-                f"{min_replicas} replicas confirmed it within {wait_ms} ms; a failover now could lose it",
-                seq=result.seq, replicas_acked=result.replicas_acked, min_replicas=min_replicas,
-            )  # fmt: skip
-        return result.seq
+            self._in_flight -= 1
+            if self._in_flight == 0 and self._idle is not None:
+                self._idle.set()
 
     @_in_flight
     async def emit_events(

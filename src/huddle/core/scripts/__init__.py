@@ -97,7 +97,10 @@ def _function_missing(exc: ResponseError) -> bool:
 
 def _functions_unsupported(exc: ResponseError) -> bool:
     """6.2 (no FCALL/FUNCTION), or an ACL that does not allow them."""
-    return isinstance(exc, NoPermissionError) or str(exc).lower().startswith("unknown command")
+    text = str(exc).lower()
+    if isinstance(exc, NoPermissionError):  # the command refused, not a key inside the function
+        return "'fcall'" in text or "'function" in text
+    return text.startswith("unknown command")
 
 
 class Scripts:
@@ -149,17 +152,29 @@ class Scripts:
 
     async def run(self, name: str, keys: list[str], args: list[str | int]) -> Any:
         """Run a script; a ``HUDDLE <code>`` error reply becomes the matching ``HuddleError``."""
+        function = self._function_names.get(name) if self.functions is not False else None
+        if function is not None:
+            try:  # the path of every appended event: one call, no further layers
+                return await self._client.execute_command("FCALL", function, len(keys), *keys, *args)
+            except ResponseError as exc:
+                return await self._run_after(name, keys, args, exc)
+        return await self._run_script(name, keys, args)
+
+    async def _run_after(self, name: str, keys: list[str], args: list[str | int], exc: ResponseError) -> Any:
+        """FCALL failed: load the library again, or fall back to the scripts, or raise the typed error."""
+        if _functions_unsupported(exc):
+            self.functions = False  # 6.2, or an ACL without FCALL/FUNCTION: the scripts do the same
+            return await self._run_script(name, keys, args)
+        if not _function_missing(exc):
+            raise translate_script_error(exc) from exc
         try:
-            if self.functions is not False and name in self._function_names:
-                try:
-                    return await self._fcall(name, keys, args)
-                except ResponseError as exc:
-                    if not _functions_unsupported(exc):
-                        raise
-                    self.functions = False  # 6.2, or an ACL without FCALL/FUNCTION: the scripts do the same
-            # EVALSHA straight on the client (what AsyncScript.__call__ does, minus its per-call pipeline check
-            # and argument copies): this is the path of every emitted event.
-            script = self._scripts[name]
+            return await self._fcall(name, keys, args)
+        except ResponseError as again:
+            raise translate_script_error(again) from again
+
+    async def _run_script(self, name: str, keys: list[str], args: list[str | int]) -> Any:
+        script = self._scripts[name]
+        try:
             try:
                 return await self._client.evalsha(script.sha, len(keys), *keys, *args)
             except NoScriptError:  # the server restarted or failed over: load the scripts again, retry once
@@ -169,17 +184,14 @@ class Scripts:
             raise translate_script_error(exc) from exc
 
     async def _fcall(self, name: str, keys: list[str], args: list[str | int]) -> Any:
-        function = self._function_names[name]
-        try:
-            return await self._client.execute_command("FCALL", function, len(keys), *keys, *args)
-        except ResponseError as exc:
-            if not _function_missing(exc):
-                raise
-        await self._load_library(self._client)  # restart, failover or FUNCTION FLUSH: load it, retry once
+        """After "Function not found" (restart, failover, FUNCTION FLUSH): load the library, call again."""
+        await self._load_library(self._client)
         if self.functions is False:
             script = self._scripts[name]
             return await self._client.evalsha(script.sha, len(keys), *keys, *args)
-        return await self._client.execute_command("FCALL", function, len(keys), *keys, *args)
+        return await self._client.execute_command(
+            "FCALL", self._function_names[name], len(keys), *keys, *args
+        )
 
     async def run_and_wait(
         self,
