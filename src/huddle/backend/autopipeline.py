@@ -159,7 +159,6 @@ class AutoPipeline:
         self._waiting = 0  # lanes giving their callers a turn: they will take what is queued next
         self._lanes = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self._closed = False
         self._callbacks: dict[Any, Any] = {}  # command name -> response callback (None: the reply as is)
         self.batches = 0
         """Batches sent so far (for tests and benchmarks: commands / batches = commands per round trip)."""
@@ -170,9 +169,6 @@ class AutoPipeline:
         """Queue one command; the future gets its parsed reply (or its error)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        if self._closed:
-            future.set_exception(RedisConnectionError("the client is closed"))
-            return future
         self._queue.append((args, options, future))
         if not self._starting and not self._waiting and self._lanes < self._in_flight_max:
             # The lane's first step runs on the next loop iteration, after every task woken in this one queued.
@@ -195,7 +191,7 @@ class AutoPipeline:
         self._starting = False
         conn: Any | None = None
         try:
-            while not self._closed:
+            while True:
                 batch = self._take()
                 if not batch:
                     self._waiting += 1
@@ -295,22 +291,14 @@ class AutoPipeline:
             await conn.disconnect()  # replies may be left unread: never write on this connection as is
             raise
 
-    async def aclose(self) -> None:
-        """Fail what is still queued and wait for the batches on the wire (their lanes then end)."""
-        self._closed = True
-        queued, self._queue = self._queue, []
-        for _, _, future in queued:
-            if not future.done():
-                future.set_exception(RedisConnectionError("the client is closed"))
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
 
 class AutoPipelineRedis(aioredis.Redis):  # type: ignore[misc]
     """``redis.asyncio.Redis`` whose commands issued in the same loop tick share one pipelined round trip.
 
     Pipelines, pub/sub and single-connection clients are unchanged; ``auto_pipeline=False`` in the settings
-    builds a plain client instead."""
+    builds a plain client instead. Like redis-py's, the client stays usable after ``aclose`` (its pool reconnects);
+    a batch on the wire when the pool is closed reconnects and re-sends what got no reply, as a redis-py command
+    in flight does."""
 
     huddle_batcher: AutoPipeline | None = None
 
@@ -325,11 +313,6 @@ class AutoPipelineRedis(aioredis.Redis):  # type: ignore[misc]
             direct: Awaitable[Any] = super().execute_command(*args, **options)
             return direct
         return batcher.submit(args, options)
-
-    async def aclose(self, close_connection_pool: bool | None = None) -> None:
-        if self.huddle_batcher is not None:
-            await self.huddle_batcher.aclose()
-        await super().aclose(close_connection_pool)
 
 
 def batcher_of(client: Any) -> AutoPipeline | None:

@@ -76,15 +76,13 @@ class ClusterBatchers:
     def __init__(self, cluster: Any) -> None:
         self._cluster = cluster
         self._by_node: dict[str, AutoPipeline] = {}
-        self._closed = False
 
     def for_call(self, args: tuple[Any, ...], options: dict[str, Any]) -> AutoPipeline | None:
         """The queue of the node that serves this call's slot, or None: take the cluster path."""
         cluster = self._cluster
         name = args[0]
         if (
-            self._closed
-            or getattr(cluster, "_initialize", True)  # no slot map yet: the cluster path builds it
+            getattr(cluster, "_initialize", True)  # no slot map yet: the cluster path builds it
             or not isinstance(name, str)
             or name.upper() not in SCRIPT_CALLS
             or options.get("target_nodes") is not None
@@ -111,8 +109,6 @@ class ClusterBatchers:
             self._by_node[node.name] = batcher
         return batcher
 
-    async def aclose(self) -> None:
-        self._closed = True
-        for batcher in list(self._by_node.values()):
-            await batcher.aclose()
+    def reset(self) -> None:
+        """Forget the queues (the client's nodes are being closed; new ones start with the next call)."""
         self._by_node.clear()

@@ -125,7 +125,7 @@ class GatedRedisCluster(RedisCluster):  # type: ignore[misc]
 
     async def aclose(self, *args: Any, **kwargs: Any) -> None:
         if self.huddle_batchers is not None:
-            await self.huddle_batchers.aclose()
+            self.huddle_batchers.reset()
         await super().aclose(*args, **kwargs)
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
