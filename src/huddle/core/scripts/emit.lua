@@ -78,7 +78,8 @@ else
 end
 local refresh_ms = tonumber(ARGV[16])
 -- last_seen moves at most every refresh_ms (like the activity index), not on every event.
-if now - (tonumber(string.match(member, ':(%d+)$')) or 0) >= refresh_ms then
+-- (ms timestamps have 13 digits: the last 13 characters are last_seen; anything else reads as stale)
+if now - (tonumber(string.sub(member, -13)) or 0) >= refresh_ms then
   redis.call('HSET', K_AGENTS, actor, string.match(member, '^%d+') .. ':' .. now_s)
 end
 
@@ -110,7 +111,7 @@ if ARGV[14] ~= '' and (failing or etype == 'broke') then
   failure_id = write_failure(seq, now, state, status, md, tonumber(ARGV[15]), tonumber(ARGV[14]))
 end
 
-local event_seq_s = seq_s
+local event_seq, event_seq_s = seq, seq_s
 local ncp, cp_id, cps = tonumber(meta[3]) + 1, '', nil
 local interval, max_events = tonumber(ARGV[10]), tonumber(ARGV[11])
 if interval > 0 and ncp >= interval then
@@ -142,7 +143,7 @@ if seq - first + 1 > max_events + math.floor(max_events / 32) then
     n = n + 2
   end
 end
-if seq ~= tonumber(event_seq_s) then
+if seq ~= event_seq then
   seq_s = fmt(seq)
 end
 meta_update[n + 1], meta_update[n + 2], meta_update[n + 3], meta_update[n + 4] = 'seq', seq_s, 'ncp', fmt(ncp)
@@ -169,6 +170,6 @@ if ARGV[12] ~= '' then
     event_seq_s .. ',"type":"' .. etype .. '","actor":"' .. actor .. '","last_seq":' .. seq_s .. '}')
 end
 if index_due == 0 and cp_id == '' and failure_id == '' then
-  return tonumber(event_seq_s) -- the common case: just the seq (a shorter reply to build and to parse)
+  return event_seq -- the common case: just the seq (a shorter reply to build and to parse)
 end
-return {tonumber(event_seq_s), index_due, cp_id, 0, failure_id, seq, now}
+return {event_seq, index_due, cp_id, 0, failure_id, seq, now}
