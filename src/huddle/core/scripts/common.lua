@@ -20,9 +20,24 @@ local function huddle_error(code, detail)
   error('HUDDLE ' .. code .. ' [' .. (detail or '') .. ']')
 end
 
--- Refuse an append: give back the retry token it claimed (claim: the token, or nil), then raise.
-local function refuse(tok_key, claim, code, detail)
-  if claim then
+-- Claim an internal retry token for seq in the tokens zset: one ZADD NX of the token and of the sentinel '~'
+-- (score +inf, so trimming never drops it). The sentinel lives exactly as long as the set (the set is created by
+-- this ZADD, and only whole-key expiry removes it), so 2 members added means the set is new and needs a TTL.
+-- Returns the seq of a duplicate (or nil) and whether the set was created now.
+local function claim_token(tok_key, seq_s, token)
+  local added = redis.call('ZADD', tok_key, 'NX', seq_s, token, '+inf', '~')
+  if added == 0 then
+    return tonumber(redis.call('ZSCORE', tok_key, token)), false
+  end
+  return nil, added == 2
+end
+
+-- Refuse an append: give back the retry token it claimed (claim: the token, or nil; created: the set was made by
+-- this call, so it goes entirely), then raise.
+local function refuse(tok_key, claim, created, code, detail)
+  if created then
+    redis.call('DEL', tok_key)
+  elseif claim then
     redis.call('ZREM', tok_key, claim)
   end
   huddle_error(code, detail)
@@ -162,17 +177,15 @@ local function trim_log(first, target_first, now, kseq, tok_key, hold, holdx)
 end
 
 -- TTL after an append. With reset: the session keys (1..5 and the tokens zset) get the full ttl again, but only
--- when the remaining TTL of meta or of the tokens zset has drifted more than min(1 s, ttl/100) below it (or the
--- session was in its grace period, or the zset is new): a busy session pays the PEXPIREs about once a second, not per event,
--- and after any event every key lives at least ttl - min(1 s, ttl/100). Keys this call may have created
--- (checkpoints, idempotency keys) get the session's remaining lifetime. Without reset: the current lifetime is
--- kept and spread to keys that may be new.
-local function refresh_ttl(reset, ttl_ms, in_grace, tok_key, wrote_cps, wrote_idem)
+-- when meta's remaining TTL has drifted more than min(1 s, ttl/100) below it (or the session was in its grace
+-- period): a busy session pays the PEXPIREs about once a second, not per event, and after any event every key
+-- lives at least ttl - min(1 s, ttl/100). Keys this call may have created (checkpoints, idempotency keys, a new
+-- tokens zset) get meta's remaining lifetime. Without reset: the current lifetime is kept and spread to keys
+-- that may be new.
+local function refresh_ttl(reset, ttl_ms, in_grace, tok_key, wrote_cps, wrote_idem, new_tok)
+  local pttl = redis.call('PTTL', K_META)
   if reset then
-    -- Probe both: other scripts (join, leave, checkpoint, import) set the TTLs of keys 1..5 only.
-    local pttl = redis.call('PTTL', K_META)
-    local floor = ttl_ms - math.min(1000, math.floor(ttl_ms / 100))
-    if in_grace or pttl < floor or redis.call('PTTL', tok_key) < floor then
+    if in_grace or pttl < ttl_ms - math.min(1000, math.floor(ttl_ms / 100)) then
       local ttl_s = fmt(ttl_ms)
       for i = 1, 5 do
         redis.call('PEXPIRE', KEYS[i], ttl_s)
@@ -186,9 +199,11 @@ local function refresh_ttl(reset, ttl_ms, in_grace, tok_key, wrote_cps, wrote_id
     if wrote_idem then
       redis.call('PEXPIRE', K_IDEM, pttl)
     end
+    if new_tok then
+      redis.call('PEXPIRE', tok_key, pttl)
+    end
     return
   end
-  local pttl = redis.call('PTTL', K_META)
   if pttl > 0 then
     expire_session(pttl)
     redis.call('PEXPIRE', tok_key, pttl)

@@ -1,6 +1,6 @@
 -- emit.lua: append one event (sequence allocation, membership, optimistic checks, state transition,
 -- auto-checkpoint, failure snapshot, trimming, TTL refresh and notification in one atomic step).
--- The hot path is 9 commands (HMGET of 8 meta fields, the retry token's check-and-claim, HGET agent, TIME,
+-- The hot path is 8 commands (HMGET of 7 meta fields, the retry token's check-and-claim, HGET agent, TIME,
 -- XADD, HSET meta, PTTL as TTL drift probe, PUBLISH); what is not due on this event is not done: the agent's
 -- last_seen, the activity index and the TTLs move at most every index refresh / drift bound, the log is
 -- trimmed in steps of max_events/32, and meta fields are read only when needed. Numbers become strings once.
@@ -32,7 +32,7 @@ local seq = tonumber(meta[1]) + 1
 local seq_s = fmt(seq)
 local keyed = ARGV[19] == '1'
 -- A duplicate wins over every check below: a retry whose first attempt was written must get its seq back.
-local claimed = false
+local claim, new_tok = nil, false
 if keyed then
   local prior = redis.call('HGET', K_IDEM, token)
   if prior then
@@ -41,29 +41,29 @@ if keyed then
   end
 elseif token ~= '' then
   -- Check and claim in one command; a refusal below gives the claim back (the script then wrote nothing).
-  if redis.call('ZADD', K_TOK, 'NX', seq_s, token) == 0 then
-    return {tonumber(redis.call('ZSCORE', K_TOK, token)), 0, '', 1, '', seq - 1, 0}
+  local prior
+  prior, new_tok = claim_token(K_TOK, seq_s, token)
+  if prior then
+    return {prior, 0, '', 1, '', seq - 1, 0}
   end
-  claimed = true
+  claim = token
 end
--- (no closures on the hot path: each would be allocated, and collected, on every call)
-local claim = claimed and token or nil
 if status == 'completed' then
-  refuse(K_TOK, claim, 'session_completed', sid)
+  refuse(K_TOK, claim, new_tok, 'session_completed', sid)
 end
 local member = redis.call('HGET', K_AGENTS, actor)
 if not member then
-  refuse(K_TOK, claim, 'not_a_member', actor)
+  refuse(K_TOK, claim, new_tok, 'not_a_member', actor)
 end
 if ARGV[6] ~= '' and tonumber(ARGV[6]) ~= seq - 1 then
-  refuse(K_TOK, claim, 'sequence_conflict', fmt(seq - 1))
+  refuse(K_TOK, claim, new_tok, 'sequence_conflict', fmt(seq - 1))
 end
 local state, broken, md = nil, nil, nil
 if from ~= '' then
   local extra = redis.call('HMGET', K_META, 'state', 'broken', 'md')
   state, broken, md = extra[1], extra[2] or '', extra[3] or '{}'
   if from ~= state then
-    refuse(K_TOK, claim, 'state_conflict', state)
+    refuse(K_TOK, claim, new_tok, 'state_conflict', state)
   end
 end
 
@@ -163,7 +163,7 @@ if reset and in_grace then
   meta_update[n + 1], meta_update[n + 2] = 'grace', '0'
 end
 redis.call('HSET', K_META, unpack(meta_update))
-refresh_ttl(reset, tonumber(meta[7]) * 1000, in_grace, K_TOK, cp_id ~= '', keyed)
+refresh_ttl(reset, tonumber(meta[7]) * 1000, in_grace, K_TOK, cp_id ~= '', keyed, new_tok)
 
 if ARGV[12] ~= '' then
   redis.call(ARGV[18] == 'SPUBLISH' and 'SPUBLISH' or 'PUBLISH', ARGV[12], '{"session_id":"' .. sid .. '","seq":' ..

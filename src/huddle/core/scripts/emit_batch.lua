@@ -24,7 +24,7 @@ if not meta[1] then
   huddle_error('session_not_found', sid)
 end
 local seq = tonumber(meta[3])
-local claimed = false
+local claim, new_tok = nil, false
 if keyed then
   local prior = redis.call('HGET', K_IDEM, token)
   if prior then
@@ -33,27 +33,23 @@ if keyed then
     return {tonumber(pfirst), tonumber(pcount) or 1, 0, '', 1, {}, seq, 0}
   end
 else
-  if redis.call('ZADD', K_TOK, 'NX', seq + 1, token) == 0 then
-    return {tonumber(redis.call('ZSCORE', K_TOK, token)), n, 0, '', 1, {}, seq, 0}
+  local prior
+  prior, new_tok = claim_token(K_TOK, fmt(seq + 1), token)
+  if prior then
+    return {prior, n, 0, '', 1, {}, seq, 0}
   end
-  claimed = true
-end
-local function refuse(code, detail)
-  if claimed then
-    redis.call('ZREM', K_TOK, token)
-  end
-  huddle_error(code, detail)
+  claim = token
 end
 if meta[1] == 'completed' then
-  refuse('session_completed', sid)
+  refuse(K_TOK, claim, new_tok, 'session_completed', sid)
 end
 local member = redis.call('HGET', K_AGENTS, actor)
 if not member then
-  refuse('not_a_member', actor)
+  refuse(K_TOK, claim, new_tok, 'not_a_member', actor)
 end
 local state = meta[2]
 if expected ~= '' and tonumber(expected) ~= seq then
-  refuse('sequence_conflict', fmt(seq))
+  refuse(K_TOK, claim, new_tok, 'sequence_conflict', fmt(seq))
 end
 -- Dry run of the transitions: the batch is refused as a whole before anything is written.
 local walk = state
@@ -61,7 +57,7 @@ for i = 0, n - 1 do
   local from = ARGV[19 + 4 * i]
   if from ~= '' then
     if from ~= walk then
-      refuse('state_conflict', walk)
+      refuse(K_TOK, claim, new_tok, 'state_conflict', walk)
     end
     walk = ARGV[20 + 4 * i]
   end
@@ -162,7 +158,7 @@ if reset and meta[10] == '1' then
   meta_update[#meta_update + 1] = '0'
 end
 redis.call('HSET', K_META, unpack(meta_update))
-refresh_ttl(reset, tonumber(meta[4]) * 1000, meta[10] == '1', K_TOK, cp_id ~= '', keyed)
+refresh_ttl(reset, tonumber(meta[4]) * 1000, meta[10] == '1', K_TOK, cp_id ~= '', keyed, new_tok)
 
 if ARGV[8] ~= '' then
   local publish = ARGV[14] == 'SPUBLISH' and 'SPUBLISH' or 'PUBLISH'
