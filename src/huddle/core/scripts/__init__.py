@@ -123,16 +123,22 @@ class Scripts:
         if self.functions is not False:
             await self._load_library(client)
 
-    async def _load_library(self, client: RedisClient) -> None:
-        """FUNCTION LOAD (every primary of a cluster); decides ``functions`` on first use."""
+    async def _load_library(self, client: RedisClient, *, replace: bool = False) -> None:
+        """FUNCTION LOAD (every primary of a cluster); decides ``functions`` on first use.
+
+        Without ``replace`` (at connect): a library of this name holds exactly these sources (the name carries
+        their hash), so "already exists" means loaded, and nothing is recompiled or written to the AOF per
+        connecting client. With ``replace`` (after "Function not found"): every primary answers only once it has
+        the library, so the retried call cannot overtake a load still running on another connection."""
         try:
-            # REPLACE: loading the same library again is harmless (its name carries its sources' hash), and a
-            # cluster where only some primaries lack it (a new node) must not fail on the others' copy.
-            await client.function_load(self._library, replace=True)
+            await client.function_load(self._library, replace=replace)
         except ResponseError as exc:
-            if not _functions_unsupported(exc):
+            if "already exists" in str(exc):
+                self.functions = True
+            elif _functions_unsupported(exc):
+                self.functions = False
+            else:
                 raise
-            self.functions = False
         else:
             self.functions = True
 
@@ -185,7 +191,7 @@ class Scripts:
 
     async def _fcall(self, name: str, keys: list[str], args: list[str | int]) -> Any:
         """After "Function not found" (restart, failover, FUNCTION FLUSH): load the library, call again."""
-        await self._load_library(self._client)
+        await self._load_library(self._client, replace=True)
         if self.functions is False:
             script = self._scripts[name]
             return await self._client.evalsha(script.sha, len(keys), *keys, *args)
