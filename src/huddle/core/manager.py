@@ -9,21 +9,17 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+from typing import Any, Self
 
 from ..backend.connection import RedisClient, create_client
 from ..config import SessionManagerConfig
 from ..errors import (
     CheckpointNotFoundError,
-    HuddleError,
     InvalidEventError,
     ReplayError,
-    ReplicationNotConfirmedError,
-    SessionExpiredError,
     SessionNotFoundError,
-    ShuttingDownError,
 )
 from ..ids import check_id, check_name, new_session_id
 from ..models import (
@@ -35,45 +31,20 @@ from ..models import (
     LifecycleNotice,
     MaintenanceReport,
     SessionDocument,
-    SessionEvent,
     SessionStats,
 )
 from . import analytics, maintenance, subscription
-from .event_input import batch_parts, check_expected_seq, event_parts
-from .keys import KeySpace, SessionKeys
-from .store import EmitResult, SessionStore
+from .keys import KeySpace
+from .manager_emit import EmitMethods, OperationObserver, tracked_in_flight
+from .store import SessionStore
 
 log = logging.getLogger("huddle.core.manager")
 
 SYSTEM_ACTOR = "huddle"
 """Actor recorded on events huddle writes itself (manual checkpoints without an actor, shutdown)."""
 
-OperationObserver = Callable[[str, float, bool], None]
-"""Called after every manager operation with (operation, seconds, succeeded)."""
 
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-def _in_flight(
-    method: Callable[Concatenate[SessionManager, P], Awaitable[T]],
-) -> Callable[Concatenate[SessionManager, P], Awaitable[T]]:
-    """Count a mutation as in flight while it runs, so a shutdown can wait for it (no lock: one loop)."""
-
-    @functools.wraps(method)
-    async def tracked(self: SessionManager, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        self._in_flight += 1
-        try:
-            return await method(self, *args, **kwargs)
-        finally:
-            self._in_flight -= 1
-            if self._in_flight == 0 and self._idle is not None:
-                self._idle.set()
-
-    return tracked
-
-
-class SessionManager:
+class SessionManager(EmitMethods):
     """Creates sessions, appends their events atomically, checkpoints, follows and maintains them."""
 
     def __init__(
@@ -171,51 +142,8 @@ class SessionManager:
         """Call ``observer(operation, seconds, ok)`` after every operation (metrics hook)."""
         self._observers.append(observer)
 
-    def _check_open(self, *, mutation: bool = True) -> None:
-        if self._closed:
-            raise ShuttingDownError("the session manager is closed")
-        if mutation and self._draining:
-            raise ShuttingDownError("the session manager is shutting down and accepts no new work")
-
-    def _observe(self, operation: str, started: float, ok: bool) -> None:
-        elapsed = time.perf_counter() - started
-        for observer in self._observers:
-            try:
-                observer(operation, elapsed, ok)
-            except Exception:
-                log.exception("operation observer failed for %s", operation)
-
-    def _build_emit_keys(self, session_id: str) -> tuple[SessionKeys, list[str]]:
-        keys = self._session_keys(session_id)
-        return keys, keys.emit
-
-    def _check_ids(self, session_id: str, actor: str) -> None:
-        """``check_id`` of both, remembering ids that passed (the set is bounded: cleared when large)."""
-        valid = self._valid_ids
-        if session_id in valid and actor in valid:
-            return
-        check_id(session_id)
-        check_id(actor, "agent id")
-        if len(valid) > 8192:
-            valid.clear()
-        valid.add(session_id)
-        valid.add(actor)
-
-    def _retry_token(self) -> str:
-        return f"{self._token_prefix}{next(self._token_counter):x}"
-
-    async def _missing(self, session_id: str) -> SessionNotFoundError:
-        """NotFound or Expired: the activity index still knows sessions that expired."""
-        try:
-            score = await self.store.active_score(session_id)
-        except HuddleError:
-            score = None
-        if score is not None:
-            return SessionExpiredError(f"session {session_id!r} has expired", session_id=session_id)
-        return SessionNotFoundError(f"session {session_id!r} not found", session_id=session_id)
-
     # -- sessions -------------------------------------------------------------------------------------------
-    @_in_flight
+    @tracked_in_flight
     async def create_session(
         self,
         agent_id: str,
@@ -275,7 +203,7 @@ class SessionManager:
             )
         return text
 
-    @_in_flight
+    @tracked_in_flight
     async def join_session(self, session_id: str, agent_id: str) -> bool:
         """Add ``agent_id`` to the session (appends a 'join' event); False if it already was a member."""
         self._check_open()
@@ -299,7 +227,7 @@ class SessionManager:
             )
         return joined
 
-    @_in_flight
+    @tracked_in_flight
     async def leave_session(self, session_id: str, agent_id: str) -> bool:
         """Remove ``agent_id`` (appends a 'leave' event); the last leave starts the grace period.
 
@@ -328,7 +256,7 @@ class SessionManager:
             await self._best_effort(self.store.unindex_session_agent(session_id, agent_id))
         return left
 
-    @_in_flight
+    @tracked_in_flight
     async def complete_session(self, session_id: str, actor: str) -> int:
         """Mark the session completed (appends 'complete'); it then expires after ``grace_ttl``."""
         self._check_open(mutation=False)
@@ -359,140 +287,6 @@ class SessionManager:
         return document
 
     # -- events ---------------------------------------------------------------------------------------------
-    async def emit_event(
-        self,
-        session_id: str,
-        event: SessionEvent | Mapping[str, Any],
-        actor: str,
-        *,
-        expected_seq: int | None = None,
-        idempotency_key: str | None = None,
-        reset_ttl: bool = True,
-        auto_checkpoint: bool = True,
-        publish_update: bool = True,
-        min_replicas: int = 0,
-    ) -> int:
-        """Append an event as ``actor``; returns its sequence number.
-
-        ``expected_seq``: refuse (``SequenceConflictError``) unless the session's last seq equals it.
-        ``idempotency_key``: a retried call with the same key returns the first call's seq, writing nothing.
-        A state transition whose ``from`` is not the current state raises ``StateConflictError``.
-        ``min_replicas``: also wait (``WAIT``, up to ``replica_wait_timeout_ms``) until that many replicas have
-        the event; if fewer confirm it, raise ``ReplicationNotConfirmedError`` (the event is written, but a
-        failover now could lose it). See docs/scaling.md for what this does and does not guarantee."""
-        # The in-flight count of @_in_flight, inlined: one coroutine less on the path of every event.
-        self._in_flight += 1
-        try:
-            self._check_open()
-            started = time.perf_counter() if self._observers else 0.0
-            self._check_ids(session_id, actor)
-            etype, payload, from_state, to_state = event_parts(event, self.config.max_event_bytes)
-            expected = "" if expected_seq is None else check_expected_seq(expected_seq)
-            if min_replicas.__class__ is not int or not 0 <= min_replicas <= 100:  # bool is not int here
-                raise InvalidEventError(f"min_replicas must be an integer 0..100, got {min_replicas!r}")
-            keyed = idempotency_key is not None
-            token = check_id(idempotency_key, "idempotency key") if keyed else self._retry_token()
-            cfg = self.config
-            keys, emit_keys = self._emit_keys(session_id)
-            args: list[str | int] = [
-                session_id, actor, etype, payload, token, expected, from_state, to_state,
-                1 if reset_ttl else 0, cfg.checkpoint_interval if auto_checkpoint and cfg.enable_auto_checkpoint else 0, cfg.max_events_per_session,
-                keys.channel if publish_update else "", self._failure_csv, self._failure_ttl_ms,
-                cfg.failure_snapshot_events, cfg.index_refresh_ms, cfg.max_checkpoints_per_session,
-                "", "1" if keyed else "",
-            ]  # fmt: skip
-            # WAIT must answer within the socket timeout, or the connection would be dropped as dead.
-            wait_ms = (
-                min(cfg.replica_wait_timeout_ms, max(int(cfg.socket_timeout * 1000) - 250, 1))
-                if min_replicas
-                else 0
-            )
-            ok = False
-            try:
-                result = await self.store.emit(
-                    keys, emit_keys, args, min_replicas=min_replicas, wait_ms=wait_ms
-                )
-                ok = True
-            except SessionNotFoundError:
-                raise await self._missing(session_id) from None
-            finally:
-                if self._observers:
-                    self._observe("emit", started, ok)
-            if not isinstance(result, EmitResult):
-                return result  # the seq alone: nothing else to do
-            if result.index_due:
-                await self._best_effort(self.store.touch_active(session_id, result.at_ms))
-            if result.failure_snapshot_id:
-                await self._best_effort(self.store.index_failure(session_id, result.failure_snapshot_id))
-            if result.replicas_acked is not None and result.replicas_acked < min_replicas:
-                raise ReplicationNotConfirmedError(
-                    f"event seq {result.seq} is written on the master, but only {result.replicas_acked} of "
-                    f"{min_replicas} replicas confirmed it within {wait_ms} ms; a failover now could lose it",
-                    seq=result.seq, replicas_acked=result.replicas_acked, min_replicas=min_replicas,
-                )  # fmt: skip
-            return result.seq
-        finally:
-            self._in_flight -= 1
-            if self._in_flight == 0 and self._idle is not None:
-                self._idle.set()
-
-    @_in_flight
-    async def emit_events(
-        self,
-        session_id: str,
-        events: Sequence[SessionEvent | Mapping[str, Any]],
-        actor: str,
-        *,
-        expected_seq: int | None = None,
-        idempotency_key: str | None = None,
-        reset_ttl: bool = True,
-        auto_checkpoint: bool = True,
-        publish_update: bool = True,
-    ) -> list[int]:
-        """Append ``events`` as ``actor`` in one atomic step; returns their (contiguous) sequence numbers.
-
-        All or nothing: a bad event anywhere (shape, size, a transition whose ``from`` is not the state reached
-        by the events before it) raises and writes nothing. ``expected_seq`` is checked against the last seq
-        before the batch; ``idempotency_key`` covers the whole batch (a retry returns the same seqs). At most
-        ``MAX_BATCH_EVENTS`` events; an auto-checkpoint due inside the batch is written right after it."""
-        self._check_open()
-        started = time.perf_counter()
-        check_id(session_id)
-        check_id(actor, "agent id")
-        flat = batch_parts(events, self.config.max_event_bytes)
-        expected = check_expected_seq(expected_seq)
-        keyed = idempotency_key is not None
-        token = check_id(idempotency_key, "idempotency key") if keyed else os.urandom(8).hex()
-        cfg = self.config
-        keys = self._session_keys(session_id)
-        args: list[str | int] = [
-            session_id, actor, token, expected, 1 if reset_ttl else 0,
-            cfg.checkpoint_interval if auto_checkpoint and cfg.enable_auto_checkpoint else 0,
-            cfg.max_events_per_session, keys.channel if publish_update else "", self._failure_csv,
-            self._failure_ttl_ms, cfg.failure_snapshot_events, cfg.index_refresh_ms,
-            cfg.max_checkpoints_per_session, "", len(flat) // 4, "1" if keyed else "", *flat,
-        ]  # fmt: skip
-        ok = False
-        try:
-            result = await self.store.emit_batch(keys, args)
-            ok = True
-        except SessionNotFoundError:
-            raise await self._missing(session_id) from None
-        finally:
-            if self._observers:
-                self._observe("emit_events", started, ok)
-        if result.duplicate and len(result.seqs) != len(flat) // 4:
-            raise InvalidEventError(
-                f"idempotency key {idempotency_key!r} was already used for a call of {len(result.seqs)} "
-                f"event(s), not {len(flat) // 4}: seqs {result.seqs[0]}..{result.seqs[-1]}",
-                seqs=result.seqs,
-            )
-        if result.index_due:
-            await self._best_effort(self.store.touch_active(session_id, result.at_ms))
-        for failure_id in result.failure_snapshot_ids:
-            await self._best_effort(self.store.index_failure(session_id, failure_id))
-        return result.seqs
-
     async def get_events(
         self, session_id: str, from_seq: int = 1, to_seq: int | None = None, limit: int | None = None
     ) -> list[Event]:
@@ -522,7 +316,7 @@ class SessionManager:
         return subscription.lifecycle(self)
 
     # -- checkpoints and failure snapshots -------------------------------------------------------------------
-    @_in_flight
+    @tracked_in_flight
     async def checkpoint(
         self,
         session_id: str,
@@ -621,10 +415,3 @@ class SessionManager:
         return await maintenance.perform_maintenance(
             self.store, failure_snapshot_ttl=self.config.failure_snapshot_ttl
         )
-
-    async def _best_effort(self, update: Any) -> None:
-        """Index updates after a successful script: failing them must not fail the (done) mutation."""
-        try:
-            await update
-        except HuddleError as exc:
-            log.warning("index update failed (perform_maintenance or the next event repairs it): %s", exc)
