@@ -268,7 +268,7 @@ if mode == 'delta' then
       redis.call('XADD', K_FAIL, entry[1], unpack(entry[2]))
     end
   end
-  -- Trim like the source did, dropping the idempotency keys of trimmed events (as trim_events does).
+  -- Trim like the source did, dropping the idempotency keys of trimmed events (as trim_log does).
   local first = tonumber(field(snap.meta, 'first') or '1')
   if first > 1 then
     local old = redis.call('XRANGE', K_EVENTS, '-', '(0-' .. fmt(first))
