@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import itertools
 import json
@@ -59,7 +60,9 @@ class SessionManager(EmitMethods):
         self._valid_ids: set[str] = set()
         """Ids that passed ``check_id`` (bounded): agents and sessions repeat on every event."""
         # Retry tokens only have to be unique: a random prefix per manager and a counter, no syscall per event.
-        self._token_prefix = os.urandom(8).hex()
+        # 64 random bits in 11 characters: each token is an entry of the session's tokens set while its event is
+        # in the log, so its length is memory per stored event.
+        self._token_prefix = base64.urlsafe_b64encode(os.urandom(8)).rstrip(b"=").decode()
         self._token_counter = itertools.count()
         self._owns_client = client is None
         self.client: RedisClient = client if client is not None else create_client(cfg)
