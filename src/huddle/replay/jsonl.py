@@ -28,6 +28,7 @@ from .codec import (
     pack_segment,
     unpack_segment,
 )
+from .meta import check_meta
 from .playback import BLOCKS_PER_READ, initial_state_of
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ async def import_lines(
     header = _header(first)
     target = check_id(replay_id or str(header["replay_id"]), "replay id")
     meta = {name: str(header[name]) for name in HEADER_FIELDS if name in header}
-    check_id(meta["sid"])
+    check_meta(meta)
     initial = initial_state_of(meta)
     frame_lines: list[bytes] = []
     for number, text in enumerate(iterator, start=2):

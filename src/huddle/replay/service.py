@@ -25,6 +25,7 @@ from ..ids import check_id
 from ..models import Event, SessionDocument, ms_to_datetime
 from . import jsonl, playback
 from .codec import canonical_json, genesis_hash, snapshot_of
+from .meta import check_meta
 from .models import (
     EMPTY_STATE,
     ReplayConfig,
@@ -249,6 +250,7 @@ class SessionReplay:
         meta = await self.storage.read_meta(replay_id)
         if meta is None:
             raise ReplayNotFoundError(f"replay {replay_id!r} not found", replay_id=replay_id)
+        check_meta(meta)
         return meta
 
     async def start_replay(self, replay_id: str, options: ReplayOptions | None = None) -> ReplaySession:
@@ -304,8 +306,12 @@ class SessionReplay:
 
     async def verify_replay(self, replay_id: str) -> VerifyReport:
         """Check the whole recording: hash chain, frame order, every state checksum, the frame count."""
-        meta = await self._meta(replay_id)
-        checked, error = await playback.verify(self.storage, replay_id, meta)
+        try:
+            meta = await self._meta(replay_id)
+            checked, error = await playback.verify(self.storage, replay_id, meta)
+        except ReplayIntegrityError as exc:  # corrupt meta, seek index or key types: reported, not raised
+            reason = str(exc.details.get("reason") or exc.message)
+            return VerifyReport(replay_id=replay_id, ok=False, frames_checked=0, reason=reason)
         if error is None:
             return VerifyReport(replay_id=replay_id, ok=True, frames_checked=checked)
         return VerifyReport(
@@ -343,7 +349,10 @@ class SessionReplay:
         """A recording's description, or None."""
         check_id(replay_id, "replay id")
         meta = await self.storage.read_meta(replay_id)
-        return info_from_meta(replay_id, meta) if meta is not None else None
+        if meta is None:
+            return None
+        check_meta(meta)
+        return info_from_meta(replay_id, meta)
 
     async def list_replays(self, limit: int = 50, offset: int = 0) -> list[ReplayInfo]:
         """Recordings newest first, from the replay index (entries of expired recordings are dropped)."""
@@ -355,6 +364,9 @@ class SessionReplay:
         gone = [rid for rid, meta in zip(page, metas, strict=True) if meta is None]
         if gone:
             await self.storage.unindex(gone)
+        for meta in metas:
+            if meta is not None:
+                check_meta(meta)
         return [info_from_meta(rid, meta) for rid, meta in zip(page, metas, strict=True) if meta is not None]
 
     async def delete_replay(self, replay_id: str) -> bool:

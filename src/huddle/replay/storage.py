@@ -8,15 +8,39 @@ is a sharded sorted set (replay id -> start ms): listing merges the shards, neve
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+from redis.exceptions import ResponseError
 
 from ..backend.connection import RedisClient
 from ..core.keys import KeySpace
 from ..core.store import redis_boundary
+from ..errors import ReplayIntegrityError
+from .meta import index_problem
 
 PARTS = ("meta", "segments", "segidx")
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def wrong_type_is_corruption(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """A recording key of the wrong Redis type (WRONGTYPE) is a corrupt recording, not a crash."""
+
+    @functools.wraps(func)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await func(*args, **kwargs)
+        except ResponseError as exc:
+            if "WRONGTYPE" in str(exc):
+                raise ReplayIntegrityError(
+                    f"a key of the recording holds the wrong Redis type: {exc}", reason="wrong key type"
+                ) from exc
+            raise
+
+    return wrapper
 
 
 def _text(value: Any) -> str:
@@ -85,6 +109,7 @@ class ReplayStorage:
             pipe.pexpire(meta, retention_ms)
             await pipe.execute()
 
+    @wrong_type_is_corruption
     @redis_boundary
     async def import_recording(
         self,
@@ -114,6 +139,7 @@ class ReplayStorage:
         await self.client.zadd(self.keys.replay_index_for(replay_id), {replay_id: started_ms})
         return True
 
+    @wrong_type_is_corruption
     @redis_boundary
     async def read_meta(self, replay_id: str) -> dict[str, str] | None:
         """The meta hash as text, or None if the recording does not exist."""
@@ -122,6 +148,7 @@ class ReplayStorage:
             return None
         return {_text(k): _text(v) for k, v in raw.items()}
 
+    @wrong_type_is_corruption
     @redis_boundary
     async def read_metas(self, replay_ids: Sequence[str]) -> list[dict[str, str] | None]:
         """Meta hashes of several recordings in one round trip."""
@@ -133,18 +160,28 @@ class ReplayStorage:
             replies = await pipe.execute()
         return [{_text(k): _text(v) for k, v in raw.items()} if raw else None for raw in replies]
 
+    @wrong_type_is_corruption
     @redis_boundary
     async def read_index(self, replay_id: str) -> list[dict[str, Any]]:
         """Seek entries: one per block (first frame index ``i``, seq ``q``, time ``t``, chain before ``p``)."""
         entries = await self.client.lrange(self._key(replay_id, "segidx"), 0, -1)
-        return [json.loads(entry) for entry in entries]
+        try:
+            index = [json.loads(entry) for entry in entries]
+        except ValueError:
+            index = [None]  # reported below as a bad entry
+        problem = index_problem(index)
+        if problem is not None:
+            raise ReplayIntegrityError(f"the recording's seek index is corrupt: {problem}", reason=problem)
+        return index
 
+    @wrong_type_is_corruption
     @redis_boundary
     async def read_segments(self, replay_id: str, start: int, stop: int) -> list[bytes]:
         """Blocks ``start..stop`` (inclusive, like LRANGE)."""
         blobs: list[bytes] = await self.client.lrange(self._key(replay_id, "segments"), start, stop)
         return blobs
 
+    @wrong_type_is_corruption
     @redis_boundary
     async def delete(self, replay_id: str) -> bool:
         """Delete a recording and its index entry; True if it existed."""
