@@ -131,8 +131,8 @@ if seq - first + 1 > max_events + math.floor(max_events / 32) then
   -- The log is about to lose events: make sure a checkpoint holds the state at or after them.
   if cps < seq - max_events then
     if state == nil then
-    state, md = read_state()
-  end
+      state, md = read_state()
+    end
     seq = seq + 1
     cp_id = write_checkpoint(seq, now, actor, 'trim', state, status, md, failure_id, ARGV[17])
     ncp, cps = 0, seq
