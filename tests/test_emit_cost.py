@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -200,3 +201,22 @@ async def test_on_a_cluster_a_primary_without_the_library_gets_it_on_first_use()
             if version >= (7, 0):
                 assert len(await node.function_list()) == 1
             await node.aclose()
+
+
+async def test_concurrent_appends_that_find_the_library_gone_load_it_once(
+    manager: SessionManager, redis_server: EmbeddedRedis
+) -> None:
+    sid = await manager.create_session("a1")
+    admin = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    version = tuple(int(p) for p in (await admin.info("server"))["redis_version"].split(".")[:2])
+    if version < (7, 0):
+        await admin.aclose()
+        pytest.skip("Redis Functions need 7.0+")
+    await admin.function_flush()
+    await admin.config_resetstat()
+    seqs = await asyncio.gather(*(manager.emit_event(sid, EVENT, "a1") for _ in range(20)))
+    stats = await admin.info("commandstats")
+    await admin.aclose()
+    assert len(set(seqs)) == 20
+    assert [e.seq for e in await manager.get_events(sid)] == list(range(1, 24))  # + checkpoints 12, 23
+    assert stats["cmdstat_function|load"]["calls"] == 1

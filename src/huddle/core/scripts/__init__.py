@@ -115,6 +115,7 @@ class Scripts:
         self.functions: bool | None = None
         """True once the function library answered, False when the server or the ACL has no functions."""
         self._reloading: asyncio.Lock | None = None
+        self._library_loads = 0
 
     async def load(self, client: RedisClient) -> None:
         """SCRIPT LOAD every script and, where the server has them, FUNCTION LOAD the library."""
@@ -190,8 +191,16 @@ class Scripts:
             raise translate_script_error(exc) from exc
 
     async def _fcall(self, name: str, keys: list[str], args: list[str | int]) -> Any:
-        """After "Function not found" (restart, failover, FUNCTION FLUSH): load the library, call again."""
-        await self._load_library(self._client, replace=True)
+        """After "Function not found" (restart, failover, FUNCTION FLUSH): load the library, call again.
+
+        Concurrent callers that all met the missing library share one load: the others wait for it."""
+        if self._reloading is None:
+            self._reloading = asyncio.Lock()
+        loads = self._library_loads
+        async with self._reloading:
+            if self._library_loads == loads:  # nobody loaded it while this caller waited
+                await self._load_library(self._client, replace=True)
+                self._library_loads += 1
         if self.functions is False:
             script = self._scripts[name]
             return await self._client.evalsha(script.sha, len(keys), *keys, *args)
