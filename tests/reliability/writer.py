@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,11 @@ def writer_config(url: str, namespace: str) -> SessionManagerConfig:
     )
 
 
+def _stopped(path: str) -> bool:
+    """One stat() per call: cheap next to a Redis round trip, so no thread hop."""
+    return os.path.exists(path)
+
+
 def error_name(exc: BaseException) -> str:
     """The class name, prefixed ``UNTYPED:`` unless it is a ``HuddleError`` (the checker counts those)."""
     name = type(exc).__name__
@@ -49,14 +55,22 @@ async def with_retries(call: Any, errors: list[str], rng: random.Random) -> Any:
 
 
 async def emit_calls(
-    manager: SessionManager, session_id: str, agent: str, count: int, concurrency: int, seed: int
+    manager: SessionManager,
+    session_id: str,
+    agent: str,
+    count: int,
+    concurrency: int,
+    seed: int,
+    stop_path: str | None = None,
 ) -> list[CallRecord]:
-    """``count`` emits split over ``concurrency`` tasks; one record per logical call."""
+    """Up to ``count`` emits split over ``concurrency`` tasks, until ``stop_path`` exists; one record per call."""
     rng = random.Random(seed)
     records: list[CallRecord] = []
 
     async def lane(lane_no: int) -> None:
         for i in range(lane_no, count, concurrency):
+            if stop_path is not None and _stopped(stop_path):
+                return  # the scenario has injected its faults
             key = f"{agent}-{i}"
             errors: list[str] = []
             attempts = 0
@@ -75,7 +89,15 @@ async def emit_calls(
 
 
 def writer_main(
-    url: str, namespace: str, session_id: str, agent: str, count: int, concurrency: int, out: str, seed: int
+    url: str,
+    namespace: str,
+    session_id: str,
+    agent: str,
+    count: int,
+    concurrency: int,
+    out: str,
+    seed: int,
+    stop_path: str,
 ) -> None:
     """Process entry point: join (retried), emit, write the records to ``out``."""
 
@@ -86,7 +108,7 @@ def writer_main(
             join_errors: list[str] = []
             await with_retries(manager.connect, join_errors, rng)
             await with_retries(lambda: manager.join_session(session_id, agent), join_errors, rng)
-            return await emit_calls(manager, session_id, agent, count, concurrency, seed)
+            return await emit_calls(manager, session_id, agent, count, concurrency, seed, stop_path)
         finally:
             await manager.close()
 

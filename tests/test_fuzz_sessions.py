@@ -1,0 +1,160 @@
+"""Fuzzing stored session data: every field of a session's meta / agents / checkpoints and its event stream,
+overwritten with garbage or a key of the wrong type, must make every read and mutation end in a typed
+``HuddleError``, and a refused mutation must leave the session's keys exactly as they were."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from reliability.fuzz import Tally, garbage_values
+
+from huddle import SessionManager
+from huddle.backend.connection import create_client
+
+META_FIELDS = ("status", "state", "creator", "created", "updated", "seq", "first", "ver", "ttl", "md", "cp", "cps",
+               "ncp", "broken", "idx", "ctok", "grace")  # fmt: skip
+
+
+async def _session(manager: SessionManager) -> str:
+    sid = await manager.create_session("a1", metadata={"k": "v"})
+    await manager.join_session(sid, "a2")
+    for n in range(12):
+        await manager.emit_event(sid, {"type": "modified", "data": {"n": n}}, "a1")
+    await manager.checkpoint(sid, force_snapshot=True)
+    return sid
+
+
+def _corruptions(rng: random.Random) -> list[tuple[str, str, str]]:
+    """(part, field, value): every meta field, an agent's entry, a checkpoint / event field, wrong key types."""
+    plans = [("meta", name, value) for name in META_FIELDS for value in garbage_values(rng)]
+    plans += [("meta-del", name, "") for name in META_FIELDS]
+    plans += [("agents", "a1", value) for value in garbage_values(rng)]
+    for name in ("t", "a", "ts", "d"):
+        plans += [("event", name, value) for value in garbage_values(rng)]
+    for name in ("state", "status", "agents", "metadata", "reason", "created"):
+        plans += [("checkpoint", name, value) for value in garbage_values(rng)[:4]]
+    plans += [(part, "wrong-type", "") for part in ("meta", "agents", "events", "checkpoints", "idem")]
+    return plans
+
+
+async def _dump_all(raw: Any, keys: list[str]) -> list[bytes | None]:
+    return [await raw.dump(key) for key in keys]
+
+
+async def _fuzz_sessions(manager: SessionManager, tally: Tally, mutations: Tally) -> list[str]:
+    """Run every corruption against every call; returns the refused mutations that wrote something anyway."""
+    raw = create_client(manager.config, decode_responses=False)
+    text = manager.client
+    rng = random.Random(18)
+    partial_writes: list[str] = []
+    try:
+        sid = await _session(manager)
+        keys = manager.keys.session(sid)
+        names = [keys.meta, keys.events, keys.agents, keys.checkpoints, keys.idem]
+        pristine = await _dump_all(raw, names)
+        ttls = [max(await raw.pttl(key), 0) for key in names]
+        event_id = "0-5"
+        cp_entry = (await text.xrange(keys.checkpoints, count=1))[0][0]
+        for part, name, value in _corruptions(rng):
+            if name == "wrong-type":
+                key = {"meta": keys.meta, "agents": keys.agents, "events": keys.events,
+                       "checkpoints": keys.checkpoints, "idem": keys.idem}[part]  # fmt: skip
+                await text.delete(key)
+                await text.set(key, "garbage")
+            elif part == "meta":
+                await text.hset(keys.meta, name, value)
+            elif part == "meta-del":
+                await text.hdel(keys.meta, name)
+            elif part == "agents":
+                await text.hset(keys.agents, name, value)
+            elif part == "event":
+                await _rewrite_entry(text, keys.events, event_id, name, value)
+            else:
+                await _rewrite_entry(text, keys.checkpoints, cp_entry, name, value)
+            label = f"{part}[{name}]={value!r}"[:70]
+            reads: dict[str, Callable[[], Awaitable[Any]]] = {
+                "get_session": lambda: manager.get_session(sid),
+                "get_events": lambda: manager.get_events(sid),
+                "get_checkpoints": lambda: manager.get_checkpoints(sid),
+                "subscribe": lambda: _first_event(manager, sid),
+            }
+            for call_name, call in reads.items():
+                await tally.attempt(f"{call_name} {label}", call)
+            writes: dict[str, Callable[[], Awaitable[Any]]] = {
+                "emit_event": lambda: manager.emit_event(sid, {"type": "modified"}, "a1"),
+                "emit_events": lambda: manager.emit_events(sid, [{"type": "modified"}] * 2, "a1"),
+                "join_session": lambda: manager.join_session(sid, "a3"),
+                "leave_session": lambda: manager.leave_session(sid, "a2"),
+                "checkpoint": lambda: manager.checkpoint(sid, force_snapshot=True),
+                "complete_session": lambda: manager.complete_session(sid, "a1"),
+            }
+            for call_name, call in writes.items():
+                before = await _dump_all(raw, names)
+                result = await mutations.attempt(f"{call_name} {label}", call)
+                if isinstance(result, BaseException) and await _dump_all(raw, names) != before:
+                    partial_writes.append(f"{call_name} {label}: {type(result).__name__}")
+                await _restore(raw, names, pristine, ttls)
+            await _restore(raw, names, pristine, ttls)
+    finally:
+        await raw.aclose()
+    return partial_writes
+
+
+async def _rewrite_entry(client: Any, key: str, entry_id: str, name: str, value: str) -> None:
+    """Replace one stream entry's field, keeping the entry's id (streams cannot be edited in place)."""
+    entries = await client.xrange(key)
+    await client.delete(key)
+    for current_id, fields in entries:
+        if current_id == entry_id:
+            fields = {**fields, name: value}
+        await client.xadd(key, fields, id=current_id)
+
+
+async def _restore(raw: Any, names: list[str], dumps: list[bytes | None], ttls: list[int]) -> None:
+    for key, dump, ttl in zip(names, dumps, ttls, strict=True):
+        if dump is None:
+            await raw.delete(key)
+        else:
+            await raw.restore(key, ttl, dump, replace=True)
+
+
+class SubscriptionHangError(Exception):
+    """subscribe() neither yielded nor raised within the bound (a retry loop on a permanent error)."""
+
+
+async def _first_event(manager: SessionManager, sid: str) -> int:
+    try:
+        async with asyncio.timeout(1.0):
+            async for event in manager.subscribe(sid):
+                return event.seq
+    except TimeoutError:
+        raise SubscriptionHangError("no event and no error within 1 s") from None
+    return 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core (helper A1's files): corrupt stored session data reaches callers as ValueError/KeyError/"
+    "ValidationError/ResponseError and some refused scripts write before failing; see /work/notes/requests.md",
+)
+async def test_corrupted_session_data_gives_typed_errors_and_refused_mutations_write_nothing(
+    manager: SessionManager,
+) -> None:
+    reads, writes = Tally("corrupted session: reads"), Tally("corrupted session: mutations")
+    partial = await _fuzz_sessions(manager, reads, writes)
+    print(reads.summary())
+    print(writes.summary())
+    print(
+        "untyped:",
+        *sorted(
+            {u.split(" ", 1)[0] + " " + u.split(": ", 1)[1][:90] for u in reads.untyped + writes.untyped}
+        ),
+        sep="\n  ",
+    )
+    print("refused but wrote:", *partial[:30], sep="\n  ")
+    assert reads.untyped == [] and writes.untyped == []
+    assert partial == []
