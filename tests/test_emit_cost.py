@@ -220,3 +220,15 @@ async def test_concurrent_appends_that_find_the_library_gone_load_it_once(
     assert len(set(seqs)) == 20
     assert [e.seq for e in await manager.get_events(sid)] == list(range(1, 24))  # + checkpoints 12, 23
     assert stats["cmdstat_function|load"]["calls"] == 1
+
+
+async def test_a_resent_batch_larger_than_the_log_is_still_recognised(make_manager: MakeManager) -> None:
+    """The batch's retry token is scored with its last seq, so it lives as long as any event of the batch."""
+    manager = await make_manager(max_events_per_session=20, checkpoint_interval=1000)
+    sid = await manager.create_session("a1")
+    manager._retry_token = lambda: "fixed-token"  # type: ignore[method-assign]  # both calls = one re-sent command
+    batch = [EVENT] * 100  # trims the log past seq 64: tokens below the log are dropped in that step
+    first = await manager.emit_events(sid, batch, "a1")
+    length = await manager.client.xlen(manager.keys.session(sid).events)
+    assert await manager.emit_events(sid, batch, "a1") == first == list(range(2, 102))
+    assert await manager.client.xlen(manager.keys.session(sid).events) == length

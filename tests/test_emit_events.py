@@ -178,9 +178,12 @@ async def test_a_batch_crossing_the_checkpoint_interval_and_the_trim_limit(make_
     assert len(events) <= 20 and events[-1].seq == doc.last_seq
     assert [e.seq for e in events] == list(range(doc.first_seq, doc.last_seq + 1))
     assert doc.last_checkpoint_seq >= doc.first_seq  # a checkpoint holds the state of the trimmed part
-    # the batch's first event was trimmed, so its idempotency key went with it
+    # the key rides on the batch's last event: still in the log, so a retry is still recognised
+    again = await manager.emit_events(sid, [modified(i) for i in range(30)], "a1", idempotency_key="big")
+    assert again == list(range(16, 46))
     keys = manager.keys.session(sid)
-    assert not await manager.client.hexists(keys.idem, "big")
+    await manager.emit_events(sid, [modified(i) for i in range(25)], "a1")  # pushes the whole batch out
+    assert not await manager.client.hexists(keys.idem, "big")  # dropped with its event
 
 
 def _batch_writer(url: str, namespace: str, session_id: str, agent: str, batches: int, out: mp.Queue) -> None:  # type: ignore[type-arg]

@@ -2,7 +2,7 @@
 -- Everything emit.lua checks is checked for the whole batch before the first write (membership, completed,
 -- expected seq, and every transition's 'from' against the state as it evolves through the batch), so a refused
 -- batch writes nothing. An auto-checkpoint due inside the batch is written once, right after its last event.
--- KEYS: the six session keys (see common.lua), KEYS[7] tokens (zset: internal retry token -> first seq)
+-- KEYS: the six session keys (see common.lua), KEYS[7] tokens (zset: internal retry token -> last seq)
 -- ARGV[1] session id        ARGV[2] actor             ARGV[3] token of the batch (never '')
 -- ARGV[4] expected seq ('' = any)                     ARGV[5] reset ttl (1|0)
 -- ARGV[6] checkpoint interval (0 = off)               ARGV[7] max events kept
@@ -10,7 +10,7 @@
 -- ARGV[10] failure snapshot ttl ms ('' = off)         ARGV[11] events per failure snapshot
 -- ARGV[12] index refresh ms ARGV[13] max checkpoints kept  ARGV[14] 'SPUBLISH' | 'PUBLISH'
 -- ARGV[15] number of events n   ARGV[16] '1': ARGV[3] is the caller's idempotency key (idem hash, stored as
--- 'first:n', 'k' field on the batch's first event), else an internal retry token (tokens zset)
+-- 'first:n', 'k' field on the batch's last event), else an internal retry token (tokens zset)
 -- then 4 per event from ARGV[17]: type, payload JSON, transition from ('' = none), transition to
 -- Returns {first seq, n, index_due(0|1), checkpoint id or '', duplicate(0|1), {failure snapshot ids}, last seq,
 --          now ms}
@@ -34,9 +34,10 @@ if keyed then
   end
 else
   local prior
-  prior, new_tok = claim_token(K_TOK, fmt(seq + 1), token)
+  -- Scored with the batch's last seq: the token lives until the batch's last event leaves the log.
+  prior, new_tok = claim_token(K_TOK, fmt(seq + n), token)
   if prior then
-    return {prior, n, 0, '', 1, {}, seq, 0}
+    return {prior - n + 1, n, 0, '', 1, {}, seq, 0}
   end
   claim = token
 end
@@ -73,8 +74,8 @@ for i = 0, n - 1 do
   local base = 17 + 4 * i
   local etype, payload, from = ARGV[base], ARGV[base + 1], ARGV[base + 2]
   seq = seq + 1
-  if i == 0 and keyed then
-    -- The key rides on the batch's first event, so trimming that event drops the key with it.
+  if i == n - 1 and keyed then
+    -- The key rides on the batch's last event, so it lasts as long as any event of the batch is in the log.
     redis.call('XADD', K_EVENTS, '0-' .. seq, 't', etype, 'a', actor, 'ts', now_s, 'd', payload, 'k', token)
   else
     redis.call('XADD', K_EVENTS, '0-' .. seq, 't', etype, 'a', actor, 'ts', now_s, 'd', payload)
@@ -106,7 +107,7 @@ local meta_update = {'updated', now_s, 'ver', tonumber(meta[8]) + 1}
 if keyed then
   redis.call('HSET', K_IDEM, token, fmt(first_seq) .. ':' .. fmt(n))
   meta_update[#meta_update + 1] = 'kseq'
-  meta_update[#meta_update + 1] = first_seq
+  meta_update[#meta_update + 1] = first_seq + n - 1
 end
 if moved then
   meta_update[#meta_update + 1] = 'state'
@@ -129,7 +130,7 @@ if seq - first + 1 > max_events + math.floor(max_events / 32) then
     cp_id = write_checkpoint(seq, now, actor, 'trim', state, meta[1], md, failure_id, ARGV[13])
     ncp, cps = 0, seq
   end
-  local new_first = trim_log(first, seq - max_events + 1, now, keyed and first_seq or tonumber(meta[11]), K_TOK, meta[14],
+  local new_first = trim_log(first, seq - max_events + 1, now, keyed and (first_seq + n - 1) or tonumber(meta[11]), K_TOK, meta[14],
     meta[15])
   if new_first ~= first then
     meta_update[#meta_update + 1] = 'first'
