@@ -69,7 +69,7 @@ async def test_every_session_key_gets_the_ttl_including_the_tokens_zset(manager:
     await manager.emit_event(sid, EVENT, "a1")
     keys = manager.keys.session(sid)
     for key in (keys.meta, keys.events, keys.agents, keys.tokens):
-        assert 598_000 < await manager.client.pttl(key) <= 600_000, key
+        assert 595_000 < await manager.client.pttl(key) <= 600_000, key  # 5 s of slack for a slow run
     await manager.emit_event(sid, EVENT, "a1", idempotency_key="k-1")
     assert 0 < await manager.client.pttl(keys.idem) <= 600_000  # created by this call: it gets the lifetime
 
