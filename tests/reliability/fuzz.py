@@ -56,6 +56,8 @@ class Tally:
     surface: str
     outcomes: Counter[str] = field(default_factory=Counter)
     untyped: list[str] = field(default_factory=list)
+    samples: dict[str, str] = field(default_factory=dict)
+    """The first label that ended in each outcome (to see what a surface's inputs mostly hit)."""
 
     @property
     def inputs(self) -> int:
@@ -68,6 +70,7 @@ class Tally:
             result = await call()
         except HuddleError as exc:
             self.outcomes[f"typed:{type(exc).__name__}"] += 1
+            self.samples.setdefault(type(exc).__name__, f"{label}: {exc}"[:200])
             return exc
         except Exception as exc:  # the very thing the fuzzer hunts
             self.outcomes["untyped"] += 1
