@@ -243,6 +243,34 @@ async def test_blocking_commands_bypass_the_queue(redis_server: EmbeddedRedis, n
     assert not batchable(("WAIT", 1, 100)) and not batchable(("MULTI",)) and batchable(("EVALSHA", "x", 0))
 
 
+async def test_a_reader_loop_of_blocking_reads_stops_when_cancelled_at_any_point(
+    redis_server: EmbeddedRedis, namespace: str
+) -> None:
+    """On Python 3.11 redis-py's ``wait_for`` around a socket write can swallow a cancellation arriving as the
+    write completes (the read then goes on as if nothing happened: such a loop never stops). Cancelled after
+    0..11 loop turns, the loop must always end; unprotected, several of these positions hang here."""
+    client = create_client(SessionManagerConfig(redis_url=redis_server.url, cluster=False))
+    await client.ping()
+    try:
+        for turns in range(12):
+
+            async def reader() -> None:
+                while True:
+                    await client.xread({f"{namespace}:none": "0-0"}, block=200)
+
+            task = asyncio.ensure_future(reader())
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=5)  # a lost cancellation would loop forever
+            if not done:
+                task.cancel()  # a second cancel stops it; the test has failed already
+                await asyncio.wait({task}, timeout=5)
+            assert done and task.cancelled(), f"cancelled after {turns} turns, the loop went on"
+    finally:
+        await client.aclose()
+
+
 async def test_a_pool_of_one_connection_serves_lanes_and_pipelines_alike(
     make_manager: Callable[..., Awaitable[SessionManager]],
 ) -> None:

@@ -309,10 +309,26 @@ class AutoPipelineRedis(aioredis.Redis):  # type: ignore[misc]
     def execute_command(self, *args: Any, **options: Any) -> Awaitable[Any]:
         # A plain method returning the future: the command is queued when called (no coroutine per command).
         batcher = self.huddle_batcher
-        if batcher is None or self.connection is not None or not batchable(args):
-            direct: Awaitable[Any] = super().execute_command(*args, **options)
-            return direct
+        if batcher is None:
+            plain: Awaitable[Any] = super().execute_command(*args, **options)
+            return plain
+        if self.connection is not None or not batchable(args):
+            return self._direct(*args, **options)
         return batcher.submit(args, options)
+
+    async def _direct(self, *args: Any, **options: Any) -> Any:
+        """redis-py's own path (blocking and connection-state commands), never losing a cancellation.
+
+        redis-py writes with ``asyncio.wait_for``, which on Python 3.11 drops a cancellation that arrives as the
+        write completes: the command then runs on (an ``XREAD BLOCK`` for its whole block time) and returns as if
+        nothing happened, so a reader loop cancelled at that moment would never stop. A cancellation that
+        arrived during the command and was not raised is raised here."""
+        task = asyncio.current_task()
+        before = task.cancelling() if task is not None else 0
+        reply = await aioredis.Redis.execute_command(self, *args, **options)
+        if task is not None and task.cancelling() > before:
+            raise asyncio.CancelledError
+        return reply
 
 
 def batcher_of(client: Any) -> AutoPipeline | None:
