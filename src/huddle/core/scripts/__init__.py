@@ -201,9 +201,8 @@ class Scripts:
             if self._library_loads == loads:  # nobody loaded it while this caller waited
                 await self._load_library(self._client, replace=True)
                 self._library_loads += 1
-        if self.functions is False:
-            script = self._scripts[name]
-            return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+        if self.functions is False:  # the ACL refused FUNCTION LOAD: the scripts do the same
+            return await self._run_script(name, keys, args)
         return await self._client.execute_command(
             "FCALL", self._function_names[name], len(keys), *keys, *args
         )
