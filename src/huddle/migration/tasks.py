@@ -7,17 +7,21 @@ not at all. The global task index is another key (another slot), written separat
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, ParamSpec, TypeVar
 
+from pydantic import ValidationError
 from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
 
 from ..backend.connection import RedisClient
 from ..core.keys import KeySpace
 from ..core.scripts import lua_file
 from ..core.store import redis_boundary
+from ..errors import HuddleError, MigrationStateError
 from ..models import ms_to_datetime
 from .models import (
     ConflictRecord,
@@ -30,6 +34,33 @@ from .models import (
 COUNTERS = ("total", "processed", "migrated", "unchanged", "kept", "failed", "unknown", "conflicts", "events")
 RECENT = 100
 _PARTS = ("task", "ids", "conflicts", "errors", "written", "lease")
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+_CORRUPT = (KeyError, ValueError, TypeError, OverflowError, AttributeError, ValidationError)
+
+
+def corrupt_record_is_typed(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """A task record that cannot be parsed (garbage in a field, a key of the wrong Redis type) raises
+    ``MigrationStateError`` naming the problem, not whatever the parser tripped on."""
+
+    @functools.wraps(func)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await func(*args, **kwargs)
+        except ResponseError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            raise MigrationStateError(f"a migration task key holds the wrong Redis type: {exc}") from exc
+        except HuddleError:
+            raise  # already typed (some are ValueError subclasses too)
+        except _CORRUPT as exc:
+            raise MigrationStateError(
+                f"the migration task record is corrupt ({type(exc).__name__}: {str(exc)[:200]})"
+            ) from exc
+
+    return wrapper
 
 
 def _script(name: str) -> str:
@@ -58,6 +89,7 @@ class TaskStore:
         for part in _PARTS[:-1]:
             pipe.expire(self._key(task_id, part), self.ttl)
 
+    @corrupt_record_is_typed
     @redis_boundary
     async def create(self, task_id: str, doc: Mapping[str, Any], ids: Sequence[str], total: int) -> None:
         """Record a new pending task (and, for a selective task, its id list)."""
@@ -79,11 +111,13 @@ class TaskStore:
         # (entries whose record expired since are dropped by ``task_ids``).
         await self.client.zadd(self.keys.migration_tasks(), {task_id: doc["created"]})
 
+    @corrupt_record_is_typed
     @redis_boundary
     async def exists(self, task_id: str) -> bool:
         """True if the task is recorded."""
         return bool(await self.client.exists(self._key(task_id, "task")))
 
+    @corrupt_record_is_typed
     @redis_boundary
     async def load(self, task_id: str, recent: int = RECENT) -> MigrationTask | None:
         """The task as recorded, with its latest conflicts and errors."""
@@ -131,12 +165,14 @@ class TaskStore:
             validation=ValidationReport.model_validate_json(validation) if validation else None,
         )
 
+    @corrupt_record_is_typed
     @redis_boundary
     async def status(self, task_id: str) -> str | None:
         """The task's status field."""
         value = await self.client.hget(self._key(task_id, "task"), "status")
         return str(value) if value is not None else None
 
+    @corrupt_record_is_typed
     @redis_boundary
     async def set_status(
         self,
@@ -158,6 +194,7 @@ class TaskStore:
             fields["finished"] = now_ms()
         await self.client.hset(self._key(task_id, "task"), mapping=fields)
 
+    @corrupt_record_is_typed
     @redis_boundary
     async def request_cancel(self, task_id: str) -> bool:
         """Ask the process running the task to stop after its current batch; False if it is not running."""
@@ -167,11 +204,13 @@ class TaskStore:
             return True
         return False
 
+    @corrupt_record_is_typed
     @redis_boundary
     async def add_total(self, task_id: str, count: int) -> None:
         """Set the number of sessions to migrate (counted when the task starts)."""
         await self.client.hset(self._key(task_id, "task"), "total", count)
 
+    @corrupt_record_is_typed
     @redis_boundary
     async def commit_batch(
         self,
@@ -199,11 +238,13 @@ class TaskStore:
         keys = [self._key(task_id, part) for part in ("task", "ids", "conflicts", "errors", "written")]
         return str(await self._commit(keys=keys, args=args))
 
+    @corrupt_record_is_typed
     @redis_boundary
     async def save_validation(self, task_id: str, report: ValidationReport) -> None:
         """Keep the latest validation report with the task."""
         await self.client.hset(self._key(task_id, "task"), "validation", report.model_dump_json())
 
+    @corrupt_record_is_typed
     @redis_boundary
     async def ids(self, task_id: str, start: int, count: int) -> list[str]:
         """A page of a selective task's session ids."""
@@ -222,18 +263,21 @@ class TaskStore:
             if int(cursor) == 0:
                 return
 
+    @corrupt_record_is_typed
     @redis_boundary
     async def conflicts(self, task_id: str, start: int = 0, stop: int = -1) -> list[ConflictRecord]:
         """Conflicts recorded by the task, oldest first."""
         items = await self.client.lrange(self._key(task_id, "conflicts"), start, stop)
         return [ConflictRecord.model_validate_json(item) for item in items]
 
+    @corrupt_record_is_typed
     @redis_boundary
     async def errors(self, task_id: str, start: int = 0, stop: int = -1) -> list[MigrationErrorRecord]:
         """Errors recorded by the task, oldest first."""
         items = await self.client.lrange(self._key(task_id, "errors"), start, stop)
         return [MigrationErrorRecord.model_validate_json(item) for item in items]
 
+    @corrupt_record_is_typed
     @redis_boundary
     async def task_ids(self, limit: int) -> list[str]:
         """The most recent task ids whose record still exists, newest first.
@@ -259,16 +303,19 @@ class TaskStore:
         return live[:limit]
 
     # -- the run lease: one live process per task; a dead process's lease expires ---------------------------
+    @corrupt_record_is_typed
     @redis_boundary
     async def acquire_lease(self, task_id: str, owner: str, ttl_ms: int) -> bool:
         """Take the task's lease (False if another live process holds it)."""
         return bool(await self.client.set(self._key(task_id, "lease"), owner, px=ttl_ms, nx=True))
 
+    @corrupt_record_is_typed
     @redis_boundary
     async def renew_lease(self, task_id: str, owner: str, ttl_ms: int) -> None:
         """Extend the lease while running."""
         await self.client.set(self._key(task_id, "lease"), owner, px=ttl_ms)
 
+    @corrupt_record_is_typed
     @redis_boundary
     async def release_lease(self, task_id: str) -> None:
         """Drop the lease when the run ends."""
