@@ -7,6 +7,7 @@ the mcp SDK's own client, exactly as a coding agent's MCP client starts them.
 1. ``post_event`` round trip: A's client calls ``post_event`` (JSON-RPC over the pipes, argument validation,
    ``SessionManager.emit_event`` inside the server process, structured reply) vs ``emit_event`` called directly
    in this process, alternating in blocks (ABAB...) on the same session so machine load hits both alike.
+   ``list_prompts`` on the same connection (SDK only, no huddle code) is timed in the same blocks: the floor.
 2. ``wait_for_events`` wake-up: B's client is blocked in ``wait_for_events``; this process appends an event
    with ``emit_event``; latency = from ``emit_event`` returning (the writer's acknowledgement) to B's reply.
 """
@@ -59,7 +60,7 @@ def agent(agent_id: str, url: str, namespace: str) -> Client:
         args=["-m", "huddle", "mcp", "--agent-id", agent_id],
         env={"HUDDLE_REDIS_URL": url, "HUDDLE_NAMESPACE": namespace, **PASS_ENV},
     )
-    return Client(params, read_timeout_seconds=120)
+    return Client(params, read_timeout_seconds=120, cache=None)  # no client-side cache: every call is timed
 
 
 async def call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -71,9 +72,10 @@ async def call(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str
 
 async def post_round_trips(
     a: Client, manager: SessionManager, sid: str, events: int, block: int
-) -> tuple[list[float], list[float]]:
+) -> tuple[list[float], list[float], list[float]]:
     mcp_times: list[float] = []
     lib_times: list[float] = []
+    ping_times: list[float] = []
     arguments = {"session_id": sid, **EVENT}
     for _ in range(20):  # warm-up both paths (imports, script load, connection pools)
         await call(a, "post_event", arguments)
@@ -87,7 +89,11 @@ async def post_round_trips(
             started = time.perf_counter()
             await manager.emit_event(sid, LIBRARY_EVENT, "agent-a")
             lib_times.append(time.perf_counter() - started)
-    return mcp_times, lib_times
+        for _ in range(block):  # the SDK's own floor on this connection: listing prompts runs no huddle code
+            started = time.perf_counter()
+            await a.list_prompts()
+            ping_times.append(time.perf_counter() - started)
+    return mcp_times, lib_times, ping_times
 
 
 async def timed_wait(b: Client, sid: str, after: int) -> tuple[dict[str, Any], float]:
@@ -125,7 +131,7 @@ async def main(events: int, block: int, rounds: int) -> None:
         sid = (await call(a, "create_session", {}))["session_id"]
         await call(b, "join_session", {"session_id": sid})
 
-        mcp_times, lib_times = await post_round_trips(a, manager, sid, events, block)
+        mcp_times, lib_times, ping_times = await post_round_trips(a, manager, sid, events, block)
         latencies, missed = await wakeups(b, manager, sid, rounds)
         log = await manager.get_events(sid)
         assert [e.seq for e in log] == list(range(log[0].seq, log[0].seq + len(log))), "log is not gapless"
@@ -135,6 +141,8 @@ async def main(events: int, block: int, rounds: int) -> None:
           f"p99 {pct(mcp_times, 99):.2f} ms, mean {statistics.fmean(mcp_times) * 1000:.2f} ms")  # fmt: skip
     print(f"library emit_event    ({len(lib_times)} calls): p50 {pct(lib_times, 50):.2f} ms, "
           f"p99 {pct(lib_times, 99):.2f} ms, mean {statistics.fmean(lib_times) * 1000:.2f} ms")  # fmt: skip
+    print(f"list_prompts (floor)  ({len(ping_times)} calls): p50 {pct(ping_times, 50):.2f} ms, "
+          f"p99 {pct(ping_times, 99):.2f} ms, mean {statistics.fmean(ping_times) * 1000:.2f} ms")  # fmt: skip
     print(f"ratio MCP / library: p50 {pct(mcp_times, 50) / pct(lib_times, 50):.1f}x, "
           f"p99 {pct(mcp_times, 99) / pct(lib_times, 99):.1f}x")  # fmt: skip
     print(f"wait_for_events wake-up ({len(latencies)} rounds, {missed} replies not starting with the new event): "
