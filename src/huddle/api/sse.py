@@ -10,7 +10,9 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 SSE_MEDIA_TYPE = "text/event-stream"
-HEARTBEAT = b": heartbeat\n\n"
+HEARTBEAT = b": heartbeat\n"
+"""A comment line. No blank line after it: some clients (httpx-sse) would dispatch a comment-only block as an
+empty event repeating the last id; a comment inside the next event's block is ignored by every parser."""
 
 
 def frame(
