@@ -21,7 +21,7 @@ from huddle import (
     StateTransition,
 )
 
-EXAMPLES = 1500
+EXAMPLES = 1000
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),

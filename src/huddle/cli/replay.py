@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..core.manager import SessionManager
-from ..errors import InvalidReplayOptionsError
+from ..errors import InvalidReplayOptionsError, ReplayError, ReplayNotFoundError
 from ..replay import ReplayFrame, ReplayInfo, ReplayOptions, SessionReplay
 from .common import console, redis_config
 
@@ -44,8 +44,24 @@ def _run(work: Callable[[SessionReplay], Awaitable[T]]) -> T:
 
 def _read_export(target: str) -> list[str] | None:
     """The lines of ``target`` if it names an export file (None: it is a replay id)."""
-    path = Path(target)
-    return path.read_text().splitlines() if path.is_file() else None
+    try:
+        path = Path(target)
+        is_file = path.is_file()
+    except (OSError, ValueError):  # a name no file system accepts (too long, NUL): not a file, an id
+        return None
+    return _read_lines(path) if is_file else None
+
+
+def _read_lines(path: Path) -> list[str]:
+    """The file's lines; unreadable or not text -> ``InvalidReplayOptionsError`` (one line, no traceback)."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise InvalidReplayOptionsError(
+            f"{path} is not a huddle replay export (not UTF-8 text: {exc.reason})"
+        ) from None
+    except OSError as exc:
+        raise InvalidReplayOptionsError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 async def _resolve(replay: SessionReplay, target: str, lines: list[str] | None) -> str:
@@ -194,8 +210,13 @@ def export_command(
 
     async def work(replay: SessionReplay) -> int:
         info = await replay.get_replay(replay_id)
-        total = info.frames if info is not None else None
-        handle = output.open("w") if output is not None else sys.stdout
+        if info is None:  # before opening the output: a failed export must not leave an empty file behind
+            raise ReplayNotFoundError(f"replay {replay_id!r} not found", replay_id=replay_id)
+        total = info.frames
+        try:
+            handle = output.open("w") if output is not None else sys.stdout
+        except OSError as exc:
+            raise ReplayError(f"cannot write {output}: {exc.strerror or exc}") from None
         count = 0
         try:
             with Progress(
@@ -223,6 +244,6 @@ def import_command(
     replay_id: str | None = typer.Option(None, "--as", help="Store under this id instead of the file's."),
 ) -> None:
     """Import an exported recording (verified before anything is written)."""
-    lines = file.read_text().splitlines()
+    lines = _read_lines(file)
     new_id = _run(lambda replay: replay.import_replay(lines, replay_id=replay_id))
     console.print(f"[green]imported[/] {new_id} ({len(lines) - 1} frames)")

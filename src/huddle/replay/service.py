@@ -46,6 +46,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("huddle.replay")
 
 
+MAX_PAGE = 10_000
+MAX_OFFSET = 1_000_000
+"""Bounds of one page of ``list_replays`` (Redis ranges must stay within a 64-bit integer)."""
+
+
 def new_replay_id() -> str:
     """A fresh recording id (time-ordered prefix, random suffix)."""
     return f"rp-{int(time.time() * 1000):x}-{uuid.uuid4().hex[:12]}"
@@ -356,8 +361,8 @@ class SessionReplay:
 
     async def list_replays(self, limit: int = 50, offset: int = 0) -> list[ReplayInfo]:
         """Recordings newest first, from the replay index (entries of expired recordings are dropped)."""
-        if limit < 1 or offset < 0:
-            raise ReplayError(f"bad page: limit={limit} offset={offset}")
+        if not 1 <= limit <= MAX_PAGE or not 0 <= offset <= MAX_OFFSET:
+            raise ReplayError(f"bad page: limit={limit} (1..{MAX_PAGE}) offset={offset} (0..{MAX_OFFSET})")
         entries = await self.storage.newest(offset + limit)
         page = [replay_id for replay_id, _ in entries[offset:]]
         metas = await self.storage.read_metas(page)
