@@ -243,30 +243,35 @@ async def test_blocking_commands_bypass_the_queue(redis_server: EmbeddedRedis, n
     assert not batchable(("WAIT", 1, 100)) and not batchable(("MULTI",)) and batchable(("EVALSHA", "x", 0))
 
 
+async def stops_when_cancelled_at_any_turn(client: Any, stream: str) -> None:
+    """Cancelled after 0..11 loop turns, a loop of blocking reads must always end."""
+    for turns in range(12):
+
+        async def reader() -> None:
+            while True:
+                await client.xread({stream: "0-0"}, block=200)
+
+        task = asyncio.ensure_future(reader())
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=5)  # a lost cancellation would loop forever
+        if not done:
+            task.cancel()  # a second cancel stops it; the test has failed already
+            await asyncio.wait({task}, timeout=5)
+        assert done and task.cancelled(), f"cancelled after {turns} turns, the loop went on"
+
+
 async def test_a_reader_loop_of_blocking_reads_stops_when_cancelled_at_any_point(
     redis_server: EmbeddedRedis, namespace: str
 ) -> None:
     """On Python 3.11 redis-py's ``wait_for`` around a socket write can swallow a cancellation arriving as the
-    write completes (the read then goes on as if nothing happened: such a loop never stops). Cancelled after
-    0..11 loop turns, the loop must always end; unprotected, several of these positions hang here."""
+    write completes (the read then goes on as if nothing happened: such a loop never stops). Unprotected,
+    several of the 12 cancel points hang here."""
     client = create_client(SessionManagerConfig(redis_url=redis_server.url, cluster=False))
     await client.ping()
     try:
-        for turns in range(12):
-
-            async def reader() -> None:
-                while True:
-                    await client.xread({f"{namespace}:none": "0-0"}, block=200)
-
-            task = asyncio.ensure_future(reader())
-            for _ in range(turns):
-                await asyncio.sleep(0)
-            task.cancel()
-            done, _ = await asyncio.wait({task}, timeout=5)  # a lost cancellation would loop forever
-            if not done:
-                task.cancel()  # a second cancel stops it; the test has failed already
-                await asyncio.wait({task}, timeout=5)
-            assert done and task.cancelled(), f"cancelled after {turns} turns, the loop went on"
+        await stops_when_cancelled_at_any_turn(client, f"{namespace}:none")
     finally:
         await client.aclose()
 
@@ -376,3 +381,12 @@ async def test_on_a_cluster_the_switch_leaves_redis_py_s_path(cluster: EmbeddedC
         assert await asyncio.gather(*(manager.emit_event(sid, marked("x"), "alpha") for _ in range(3)))
         real = await ready(manager.client)
         assert real.huddle_batchers is None
+
+
+@pytest.mark.cluster
+async def test_on_a_cluster_a_cancelled_blocking_read_loop_stops_too(cluster: EmbeddedCluster) -> None:
+    client = create_client(SessionManagerConfig(redis_url=cluster.url))
+    try:
+        await stops_when_cancelled_at_any_turn(await ready(client), f"t{uuid.uuid4().hex[:8]}:none")
+    finally:
+        await client.aclose()

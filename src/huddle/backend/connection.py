@@ -6,6 +6,7 @@ scripts, pub/sub, ``aclose``); the few places that must act differently on a clu
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 from typing import Any, TypeAlias
 from urllib.parse import unquote, urlsplit
@@ -116,12 +117,17 @@ class GatedRedisCluster(RedisCluster):  # type: ignore[misc]
                 return await batcher.submit(args, kwargs)
             except CLUSTER_FALL_BACK:
                 pass  # redirected, or the node is unreachable: redis-py's cluster path sorts it out
+        task = asyncio.current_task()
+        before = task.cancelling() if task is not None else 0
         async with self.huddle_gate:
             token = _GATED.set(True)
             try:
-                return await super().execute_command(*args, **kwargs)
+                reply = await super().execute_command(*args, **kwargs)
             finally:
                 _GATED.reset(token)
+        if task is not None and task.cancelling() > before:
+            raise asyncio.CancelledError  # swallowed by redis-py's wait_for on Python 3.11 (see autopipeline)
+        return reply
 
     async def aclose(self, *args: Any, **kwargs: Any) -> None:
         if self.huddle_batchers is not None:
