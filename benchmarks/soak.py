@@ -37,6 +37,8 @@ class Sample:
     pool_connections: int
     sessions: int
     events: int
+    local_members: int
+    """Entries in ``SessionManager.local_members`` (sessions this manager created or joined and did not leave)."""
 
 
 @dataclass
@@ -180,6 +182,7 @@ async def _sample(load: Load, server: EmbeddedRedis, process: psutil.Process, st
         pool_connections=_pool_connections(load.manager),
         sessions=len(load.live),
         events=load.counts["emits"],
+        local_members=len(load.manager.local_members),
     )
 
 
@@ -192,10 +195,14 @@ def _slope(samples: list[Sample], attr: str) -> float:
     return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / var if var else 0.0
 
 
-async def main(minutes: float, sessions: int, every: float, workers: int, rate: float, seed: int) -> None:
+async def main(
+    minutes: float, sessions: int, every: float, workers: int, rate: float, max_events: int, seed: int
+) -> None:
     process = psutil.Process()
     async with EmbeddedRedis() as server:
-        config = SessionManagerConfig(redis_url=server.url, namespace="soak", max_events_per_session=500)
+        config = SessionManagerConfig(
+            redis_url=server.url, namespace="soak", max_events_per_session=max_events
+        )
         async with SessionManager(config) as manager:
             replay = SessionReplay(manager)
             load = Load(manager, replay, random.Random(seed))
@@ -206,13 +213,14 @@ async def main(minutes: float, sessions: int, every: float, workers: int, rate: 
             tasks += [asyncio.create_task(_subscriber(load)) for _ in range(SUBSCRIBERS)]
             tasks.append(asyncio.create_task(_recording(load)))
             samples: list[Sample] = []
-            print("t_s rss_mb redis_used_mb redis_clients tasks pool_conns live_sessions emits")
+            print("t_s rss_mb redis_used_mb redis_clients tasks pool_conns live_sessions emits local_members")
             while time.monotonic() - started < minutes * 60:
                 sample = await _sample(load, server, process, started)
                 samples.append(sample)
                 print(
                     f"{sample.at:6.0f} {sample.rss_mb:7.1f} {sample.used_memory_mb:7.1f} {sample.redis_clients:4d}"
-                    f" {sample.tasks:5d} {sample.pool_connections:4d} {sample.sessions:6d} {sample.events:9d}",
+                    f" {sample.tasks:5d} {sample.pool_connections:4d} {sample.sessions:6d} {sample.events:9d}"
+                    f" {sample.local_members:7d}",
                     flush=True,
                 )
                 # keep the live set near its target size (expired sessions leave it as they are found)
@@ -229,12 +237,13 @@ async def main(minutes: float, sessions: int, every: float, workers: int, rate: 
     steady = [s for s in samples if s.at >= 60] or samples
     first, last = samples[0], samples[-1]
     print(
-        f"\nran {last.at / 60:.1f} min, {workers} workers, {SUBSCRIBERS} subscribers, 1 recording at a time"
+        f"\nran {last.at / 60:.1f} min, {workers} workers paced to {rate:.0f} ops/s, {SUBSCRIBERS} subscribers,"
+        f" 1 recording at a time, max_events_per_session={max_events}"
     )
     print("counts:", dict(load.counts))
     print("errors:", dict(load.errors) or "none")
     for attr, unit in (("rss_mb", "MB"), ("used_memory_mb", "MB"), ("tasks", ""), ("pool_connections", ""),
-                       ("redis_clients", "")):  # fmt: skip
+                       ("redis_clients", ""), ("local_members", "")):  # fmt: skip
         print(
             f"{attr:17s} start {getattr(first, attr):8.1f} end {getattr(last, attr):8.1f} "
             f"slope after the first minute {_slope(steady, attr):+8.3f} {unit}/min"
@@ -248,6 +257,9 @@ if __name__ == "__main__":
     parser.add_argument("--every", type=float, default=15, help="seconds between samples")
     parser.add_argument("--workers", type=int, default=16, help="concurrent load tasks")
     parser.add_argument("--rate", type=float, default=1500, help="target operations per second (all workers)")
+    parser.add_argument("--max-events", type=int, default=100, help="max_events_per_session (log cap)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    asyncio.run(main(args.minutes, args.sessions, args.every, args.workers, args.rate, args.seed))
+    asyncio.run(
+        main(args.minutes, args.sessions, args.every, args.workers, args.rate, args.max_events, args.seed)
+    )
