@@ -334,7 +334,7 @@ def test_two_managers_agree_with_the_reference_model(redis_server: EmbeddedRedis
     run_state_machine_as_test(
         SessionMachine,
         settings=settings(
-            max_examples=60,
+            max_examples=100,
             stateful_step_count=50,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
