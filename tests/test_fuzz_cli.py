@@ -97,6 +97,7 @@ def test_fuzzed_cli_arguments_get_typed_errors(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # fuzzed output paths are relative: keep them out of the checkout
     runner = CliRunner()
     env = {"HUDDLE_REDIS_URL": redis_server.url, "HUDDLE_NAMESPACE": namespace, "HUDDLE_CONNECT_TIMEOUT": "0.5",
            "HUDDLE_RETRY_ATTEMPTS": "0"}  # fmt: skip
