@@ -87,3 +87,14 @@ async def test_mcp_in_huddle_serve_refuses_a_wrong_token(serve_url: str) -> None
         async with client(serve_url, "not-a-token") as stranger:
             await stranger.list_tools()
     assert caught.group_contains(MCPError, match="error response")
+
+
+async def test_mcp_in_huddle_serve_answers_at_slashless_mcp_without_a_redirect(serve_url: str) -> None:
+    initialize = {
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }  # fmt: skip
+    headers = {"Accept": "application/json, text/event-stream", "Authorization": "Bearer tok-mcp-a"}
+    async with httpx2.AsyncClient(timeout=30, follow_redirects=False) as http:
+        answered = await http.post(serve_url, json=initialize, headers=headers)
+    assert answered.status_code == 200, answered.text

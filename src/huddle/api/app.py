@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 
 from .. import __version__
 from ..core.manager import SessionManager
@@ -141,6 +141,10 @@ def create_app(
         health_routes: list[BaseRoute] = list(health.asgi_app().routes)
         app.router.routes.extend(health_routes)
     if endpoint is not None:
+        # `/mcp` itself must reach the endpoint: MCP clients need not follow a 307 to `/mcp/` on POST.
+        app.router.routes.append(
+            Route("/mcp", endpoint.app, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+        )
         app.mount("/mcp", endpoint.app)
     if console:
         from ..ui import console_app
