@@ -6,10 +6,9 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
 
 from ..ids import ID_PATTERN, NAME_PATTERN
-from ..models import ChangeInfo, Checkpoint, Event, FailureSnapshotRef, Impact, SessionEvent, StateTransition
+from ..models import Checkpoint, Event, FailureSnapshotRef, SessionEvent
 from ..replay.models import ReplayInfo
 
 ID_RE = f"^{ID_PATTERN.pattern}$"
@@ -57,22 +56,15 @@ class CheckpointBody(_Body):
 _SERVER_ASSIGNED = frozenset({"id", "seq", "timestamp", "sessionId", "session_id"})
 
 
-class EventSubmission(BaseModel):
+class EventSubmission(SessionEvent):
     """An event in the spec's shape (snake_case or camelCase) plus the ``actor`` writing it."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
-
-    type: str = Field(pattern=NAME_RE)
     actor: str = Field(pattern=ID_RE)
-    change_info: ChangeInfo | None = None
-    state_transition: StateTransition | None = None
-    impact: Impact | None = None
-    data: dict[str, Any] | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _drop_server_fields(cls, value: Any) -> Any:
-        # Events other clients serialized may carry fields the server assigns: ignored, never trusted.
+        # Same rule as the library's event, except that here the caller names the actor (checked by the route).
         if isinstance(value, dict) and not _SERVER_ASSIGNED.isdisjoint(value):
             return {k: v for k, v in value.items() if k not in _SERVER_ASSIGNED}
         return value
