@@ -23,7 +23,7 @@ import os
 import sys
 
 # This folder comes first on sys.path when run as a script; a module here named like a standard library one
-# (benchmarks/http.py) would shadow it for every import below. Look here last.
+# would shadow it for every import below (benchmarks/http.py did, now http_api.py). Look here last.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") != _HERE] + [_HERE]
 

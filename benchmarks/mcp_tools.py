@@ -1,6 +1,6 @@
 """Benchmark: the MCP door against the library, in the same run, on the same Redis.
 
-Run: ``.venv/bin/python benchmarks/mcp.py [--events 400] [--wakeups 100]``. Uses ``HUDDLE_REDIS_URL`` if set,
+Run: ``.venv/bin/python benchmarks/mcp_tools.py [--events 400] [--wakeups 100]``. Uses ``HUDDLE_REDIS_URL`` if set,
 else starts an embedded redis-server. Two ``huddle mcp`` processes (agents A and B) are started over stdio with
 the mcp SDK's own client, exactly as a coding agent's MCP client starts them.
 
@@ -14,24 +14,19 @@ the mcp SDK's own client, exactly as a coding agent's MCP client starts them.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import os
+import statistics
 import sys
-from pathlib import Path
+import time
+import uuid
+from contextlib import AsyncExitStack
+from typing import Any
 
-# This file is named mcp.py: keep its directory off the import path, so that "mcp" is the SDK, not this file.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+from mcp import Client, StdioServerParameters
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import os  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from contextlib import AsyncExitStack  # noqa: E402
-from typing import Any  # noqa: E402
-
-from mcp import Client, StdioServerParameters  # noqa: E402
-
-from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig  # noqa: E402
+from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
 
 EVENT: dict[str, Any] = {
     "type": "modified",
@@ -136,7 +131,9 @@ async def main(events: int, block: int, rounds: int) -> None:
         log = await manager.get_events(sid)
         assert [e.seq for e in log] == list(range(log[0].seq, log[0].seq + len(log))), "log is not gapless"
 
-    print(f"command: .venv/bin/python benchmarks/mcp.py --events {events} --block {block} --wakeups {rounds}")
+    print(
+        f"command: .venv/bin/python benchmarks/mcp_tools.py --events {events} --block {block} --wakeups {rounds}"
+    )
     print(f"post_event over stdio ({len(mcp_times)} calls): p50 {pct(mcp_times, 50):.2f} ms, "
           f"p99 {pct(mcp_times, 99):.2f} ms, mean {statistics.fmean(mcp_times) * 1000:.2f} ms")  # fmt: skip
     print(f"library emit_event    ({len(lib_times)} calls): p50 {pct(lib_times, 50):.2f} ms, "

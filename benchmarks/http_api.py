@@ -1,7 +1,6 @@
-# ruff: noqa: E402
 """Benchmark: the HTTP API (issue 13) against the library in the same run.
 
-Run: ``.venv/bin/python benchmarks/http.py`` (``--help`` for the counts). Uses ``HUDDLE_REDIS_URL`` if set, else an
+Run: ``.venv/bin/python benchmarks/http_api.py`` (``--help`` for the counts). Uses ``HUDDLE_REDIS_URL`` if set, else an
 embedded redis-server; starts ``huddle serve`` (no tokens, loopback) as a subprocess on it.
 
 1. append throughput: ``--clients`` concurrent tasks append events, through ``POST /v1/sessions/{id}/events``
@@ -17,12 +16,6 @@ embedded redis-server; starts ``huddle serve`` (no tokens, loopback) as a subpro
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# This file is named like the standard library's ``http`` package: keep its folder off the import path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import argparse
 import array
 import asyncio
@@ -34,10 +27,12 @@ import re
 import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 
