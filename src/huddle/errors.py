@@ -56,6 +56,14 @@ class SessionExistsError(HuddleError):
     code = "session_exists"
 
 
+class CorruptSessionDataError(HuddleError):
+    """Stored session data is unreadable (a field holds garbage, a key has the wrong type); nothing was written.
+
+    ``details``: ``key`` (the Redis key) and ``field`` (the hash field / stream entry field) when known."""
+
+    code = "corrupt_session_data"
+
+
 class ConflictError(HuddleError):
     """An optimistic-concurrency precondition failed; nothing was written."""
 
@@ -213,6 +221,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "ConfigError",
     "ConflictError",
+    "CorruptSessionDataError",
     "EmbeddedRedisError",
     "EventsTrimmedError",
     "HuddleError",
