@@ -142,14 +142,30 @@ async def test_no_secret_in_debug_logs_output_errors_or_responses(
     assert leaked == [], f"a secret reached a repr, error or response: {leaked}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="huddle/config.py (not issue 16's file): redis_url is a plain str, so model_dump()/model_dump_json() "
-    "of a config built from a URL with a password print it; see /work/notes/requests.md",
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://:{PASSWORD}@127.0.0.1:6379/0",
+        f"rediss://huddle:{PASSWORD}@127.0.0.1:6380/0",
+        f"redis://127.0.0.1:6379/0?password={PASSWORD}&socket_timeout=2",
+        f"redis+sentinel://:{PASSWORD}@10.0.0.1:26379,10.0.0.2:26379/mymaster/0",
+    ],
 )
-def test_a_config_dump_masks_the_password_in_the_url() -> None:
-    config = SessionManagerConfig(redis_url=f"redis://:{PASSWORD}@127.0.0.1:6379/0")
-    assert _leaks(config.model_dump_json(), str(config.model_dump())) == []
+def test_a_config_dump_masks_the_password_in_the_url(url: str) -> None:
+    config = SessionManagerConfig(redis_url=url, password=PASSWORD, sentinel_password=PASSWORD)
+    dumps = (config.model_dump_json(), str(config.model_dump()), repr(config), str(config))
+    assert _leaks(*dumps) == []
+    assert config.redis_url == url  # what the connection code reads stays the real value
+    assert config.password is not None and config.password.get_secret_value() == PASSWORD
+
+
+async def test_a_config_with_a_password_in_the_url_still_connects(guarded_server: EmbeddedRedis) -> None:
+    """Masking is serialization only: a manager built from the URL with the password logs in."""
+    url = guarded_server.url.replace("redis://", f"redis://:{PASSWORD}@", 1)
+    config = SessionManagerConfig(redis_url=url)
+    assert PASSWORD not in config.model_dump_json()
+    async with SessionManager(config) as manager:
+        assert await manager.client.ping()
 
 
 def test_tls_certificate_checks_are_on_by_default() -> None:

@@ -2,33 +2,47 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Self
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    SerializationInfo,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
 
 _NAME = r"^[A-Za-z0-9_.\-]{1,64}$"
+_QUERY_SECRET = re.compile(r"((?:^|&)[^=&]*password=)[^&]*", re.IGNORECASE)
 
 
 def mask_url(url: str | None) -> str | None:
-    """Return ``url`` with any password replaced by ``***``."""
+    """Return ``url`` with any password (``user:password@`` or a ``?password=`` parameter) replaced by ``***``."""
     if not url:
         return url
     try:
         parts = urlsplit(url)
+        password = parts.password
     except ValueError:
         return "***"
-    if parts.password is None:
+    # redis-py also reads password= / sentinel_password= from the query string
+    query = _QUERY_SECRET.sub(r"\1***", parts.query)
+    if password is None and query == parts.query:
         return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]  # keeps every host:port of a sentinel URL
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    masked = url
+    if password is not None:
+        host = parts.netloc.rpartition("@")[2]  # keeps every host:port of a sentinel URL
+        masked = masked.replace(parts.netloc, f"{parts.username or ''}:***@{host}", 1)
+    return masked.replace(f"?{parts.query}", f"?{query}", 1)
 
 
 def config_error_from(exc: ValidationError, model: str) -> ConfigError:
@@ -71,7 +85,11 @@ class HuddleSettings(BaseSettings):
 
 
 class RedisSettings(HuddleSettings):
-    """Where Redis is and how to talk to it."""
+    """Where Redis is and how to talk to it.
+
+    Dumps (``model_dump``, ``model_dump_json``) and ``repr`` mask the password inside ``redis_url`` (and
+    ``password``/``sentinel_password`` are ``SecretStr``): a logged or returned config never shows a secret.
+    The attribute itself keeps the real URL, which is what the connection code reads."""
 
     redis_url: str | None = Field(
         default=None, description="redis:// or rediss:// URL; overrides host/port/db/username/password/ssl"
@@ -123,6 +141,10 @@ class RedisSettings(HuddleSettings):
                 f"not {scheme or 'missing'!r}"
             )
         return value
+
+    @field_serializer("redis_url")
+    def _dump_url(self, value: str | None, _info: SerializationInfo) -> str | None:
+        return mask_url(value)
 
     @model_validator(mode="after")
     def _check_sentinel(self) -> Self:
@@ -182,8 +204,6 @@ class SessionManagerConfig(RedisSettings):
 
     @model_validator(mode="after")
     def _check_states(self) -> Self:
-        import re
-
         for state in self.failure_states:
             if re.fullmatch(_NAME, state) is None:
                 raise ValueError(f"failure_states: {state!r} is not a valid state name")
