@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from .. import __version__
 from ..core.manager import SessionManager
@@ -19,6 +20,7 @@ from ..replay import SessionReplay
 from . import routes_events, routes_replays, routes_sessions
 from .auth import AuthMiddleware, TokenStore
 from .context import ApiContext
+from .fastpath import AppendFastPath
 from .limits import DEFAULT_MAX_BODY, BodyLimitMiddleware
 from .problems import (
     ApiError,
@@ -86,6 +88,21 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, unexpected)
 
 
+class HuddleApi(FastAPI):
+    """The API app: FastAPI, with the event append route answered first by a lean path (``fastpath.py``)."""
+
+    fast_append: AppendFastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast = self.fast_append
+        if fast is not None and scope["type"] == "http":
+            session_id = fast.match(scope)
+            if session_id is not None:
+                await fast(scope, receive, send, session_id, super().__call__)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     manager: SessionManager,
     *,
@@ -96,7 +113,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY,
     mcp: bool = True,
     console: bool = True,
-) -> FastAPI:
+) -> HuddleApi:
     """The API as one ASGI app for ``manager``; mount it in your own app or serve it with uvicorn.
 
     ``tokens``: who may do what (default: ``HUDDLE_API_TOKENS`` / ``HUDDLE_API_TOKENS_FILE``; none configured
@@ -126,7 +143,7 @@ def create_app(
                 if owns_replay:
                     await recorder.close()
 
-    app = FastAPI(
+    app = HuddleApi(
         title="huddle",
         version=__version__,
         description=DESCRIPTION,
@@ -154,6 +171,7 @@ def create_app(
     _add_security_scheme(app, token_store)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(AuthMiddleware, tokens=token_store)
+    app.fast_append = AppendFastPath(manager, token_store, max_body_bytes)
     return app
 
 

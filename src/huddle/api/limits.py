@@ -43,9 +43,14 @@ class BodyLimitMiddleware:
         await self.app(scope, limited, send)
 
     def _error(self, size: int) -> PayloadTooLargeError:
-        return PayloadTooLargeError(
-            f"the request body is over the limit of {self.max_bytes} bytes", limit=self.max_bytes, size=size
-        )
+        return too_large(self.max_bytes, size)
+
+
+def too_large(limit: int, size: int) -> PayloadTooLargeError:
+    """The 413 error for a body of ``size`` bytes over ``limit``."""
+    return PayloadTooLargeError(
+        f"the request body is over the limit of {limit} bytes", limit=limit, size=size
+    )
 
 
 class StreamSlots:
