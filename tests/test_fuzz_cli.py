@@ -13,7 +13,7 @@ from typer._click.exceptions import ClickException as TyperClickException
 from typer.testing import CliRunner
 
 from huddle import EmbeddedRedis, HuddleError, SessionManager, SessionReplay
-from huddle.cli import app
+from huddle.cli import app, main
 
 INVOCATIONS = 400
 COMMANDS: dict[tuple[str, ...], tuple[list[str], list[str]]] = {
@@ -135,3 +135,25 @@ def test_fuzzed_cli_arguments_get_typed_errors(
             crashes.append(f"{args!r:.160}: {outcome}")
     print(f"CLI arguments: {INVOCATIONS} invocations, outcomes {exits}, untyped={len(crashes)}")
     assert crashes == [], "\n".join(crashes[:20])
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["replay", "list", "--limit", "abc"],  # BadParameter
+        ["replay", "show"],  # MissingParameter
+        ["replay", "show", "r-1", "--bogus"],  # NoSuchOption
+        ["no-such-command"],
+    ],
+)
+def test_usage_errors_exit_2_with_clicks_usage_message(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``huddle.cli.main`` (the installed script) shows a usage error as click does: usage line, exit 2, and not
+    as a crash line (Typer raises its vendored click's exceptions, which are not click's subclasses)."""
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2, err
+    assert "Usage:" in err and "Error:" in err
+    assert "for details" not in err  # the line main prints for an unexpected exception

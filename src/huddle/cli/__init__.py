@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import sys
 
+import click
 import typer
 from rich.markup import escape
+from typer._click.exceptions import ClickException as TyperClickException
 
 from .. import __version__
 from ..errors import HuddleError
@@ -74,16 +76,16 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except (click.ClickException, TyperClickException) as exc:
+        # click's refusals (usage errors exit 2). This Typer vendors its own click, whose exceptions are not
+        # click's subclasses: both kinds are caught, or a usage error would print as a crash and exit 1.
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, typer.Abort):
+        sys.exit(1)
     except Exception as exc:  # the CLI boundary: one readable line, not a traceback
         if "--debug" in args:
             raise
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
         err_console.print(
             f"[red]error[/] {escape(f'{type(exc).__name__}: {exc}')} (run with --debug for details)",
             soft_wrap=True,
