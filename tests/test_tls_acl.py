@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import NoPermissionError
 
 from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
 from huddle.backend.acl import acl_rules, create_acl_user
+from huddle.backend.connection import server_version
 from huddle.backend.embedded import find_redis_server
 from huddle.backend.topology import EmbeddedTlsRedis, TlsFiles, make_tls_files, tls_supported
 from huddle.errors import ConfigError, InvalidIdentifierError, RedisPermissionError, RedisUnavailableError
@@ -208,6 +210,28 @@ async def test_a_wrong_password_is_a_permission_error_not_an_outage(
     with pytest.raises(RedisPermissionError, match="refused the login"):
         await manager.connect()
     await manager.close()
+
+
+async def test_the_huddle_user_may_load_and_call_functions_but_not_flush_delete_or_restore_them(
+    admin: Any, redis_server: EmbeddedRedis, namespace: str
+) -> None:
+    name, password = await _user(admin, namespace)
+    config = SessionManagerConfig(
+        redis_url=redis_server.url, username=name, password=password, namespace=namespace
+    )
+    refused = ("SCRIPT FLUSH", "SCRIPT KILL", "FLUSHALL", "FLUSHDB", "CONFIG SET maxmemory 1")
+    if await server_version(admin) >= (7, 0):
+        refused += ("FUNCTION FLUSH", "FUNCTION DELETE huddle_x", "FUNCTION RESTORE x", "FUNCTION KILL")
+    async with SessionManager(config) as manager:
+        sid = await manager.create_session("alpha")
+        assert await manager.emit_event(sid, {"type": "modified"}, "alpha") == 2
+        if await server_version(admin) >= (7, 0):
+            assert manager.store.scripts.functions is True  # FUNCTION LOAD and FCALL are allowed
+        for command in refused:
+            with pytest.raises(NoPermissionError):
+                await manager.client.execute_command(*command.split())
+    if await server_version(admin) >= (7, 0):
+        assert await admin.execute_command("FUNCTION", "LIST")  # the library is still there
 
 
 def test_acl_rules_restrict_keys_and_channels_to_the_namespace() -> None:

@@ -40,6 +40,9 @@ COMMAND_RULES: tuple[str, ...] = (
 
 NEWER_RULES: tuple[tuple[tuple[int, int], str], ...] = (
     ((7, 0), "+cluster|shards"),  # topology discovery of newer clients
+    # the emit functions: FCALL (in +@scripting) and FUNCTION LOAD only; FLUSH/DELETE/RESTORE/KILL stay forbidden
+    ((7, 0), "-function"),
+    ((7, 0), "+function|load"),
     ((7, 2), "+client|setinfo"),  # redis-py announces its name and version
 )
 """Rules for subcommands that only exist from a server version on (older servers reject unknown names)."""
