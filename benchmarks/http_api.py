@@ -31,14 +31,17 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 
 from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
 from huddle.backend.embedded import free_port
 from huddle.blocking import SessionManager as BlockingManager
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -109,30 +112,58 @@ async def library_block(manager: SessionManager, clients: int, per_client: int) 
     return clients * per_client / (time.perf_counter() - started)
 
 
-class KeepAlive:
-    """A minimal HTTP/1.1 keep-alive connection (one request at a time): the client side costs little CPU, so
-    the run measures the server rather than the client library."""
+_LENGTH = re.compile(rb"(?i)content-length: (\d+)")
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
+
+class KeepAlive(asyncio.Protocol):
+    """A minimal HTTP/1.1 keep-alive connection (one request at a time) on a bare asyncio protocol: the client
+    side costs little CPU, so on a shared machine the run measures the server rather than the client."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
 
     @classmethod
     async def open(cls, port: int) -> KeepAlive:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        return cls(reader, writer)
+        _, protocol = await asyncio.get_running_loop().create_connection(cls, "127.0.0.1", port)
+        return protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio's classes
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        found = _LENGTH.search(self.buffer, 0, end + 2)
+        if found is None:
+            raise SystemExit(f"no content-length in {self.buffer[:end]!r}")
+        total = end + 4 + int(found.group(1))
+        if len(self.buffer) < total:
+            return
+        status, body = int(self.buffer[9:12]), self.buffer[end + 4 : total]
+        self.buffer = self.buffer[total:]
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result((status, body))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("the server closed the connection"))
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        self.writer.write(
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(
             b"POST %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
             % (path.encode(), len(body), body)
         )
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
-        return status, await self.reader.readexactly(length)
+        return await self.waiter
 
     def close(self) -> None:
-        self.writer.close()
+        if self.transport is not None:
+            self.transport.close()
 
 
 async def http_block(pool: list[KeepAlive], clients: int, per_client: int) -> float:
@@ -154,26 +185,41 @@ async def http_block(pool: list[KeepAlive], clients: int, per_client: int) -> fl
     return clients * per_client / (time.perf_counter() - started)
 
 
-async def throughput(url: str, base: str, namespace: str, args: argparse.Namespace) -> dict[str, object]:
+async def throughput(
+    url: str, base: str, pid: int, namespace: str, args: argparse.Namespace
+) -> dict[str, object]:
     port = int(base.rsplit(":", 1)[1])
     library: list[float] = []
     http: list[float] = []
+    library_cpu: list[float] = []  # CPU µs per event of this process (the library side)
+    server_cpu: list[float] = []  # CPU µs per event of the server process(es)
+    client_cpu: list[float] = []  # CPU µs per event of this process as the HTTP load generator
+    events = args.clients * args.per_client
     async with SessionManager(config(url, namespace)) as manager:
         pool = [await KeepAlive.open(port) for _ in range(args.clients)]
         await library_block(manager, args.clients, 20)  # warm-up both sides
         await http_block(pool, args.clients, 20)
         for _ in range(args.rounds):
+            own = time.process_time()
             library.append(await library_block(manager, args.clients, args.per_client))
+            library_cpu.append((time.process_time() - own) / events * 1e6)
+            own, server = time.process_time(), cpu_seconds(pid)
             http.append(await http_block(pool, args.clients, args.per_client))
+            client_cpu.append((time.process_time() - own) / events * 1e6)
+            server_cpu.append((cpu_seconds(pid) - server) / events * 1e6)
         for connection in pool:
             connection.close()
     ratios = [h / lib for h, lib in zip(http, library, strict=True)]
     return {
         "clients": args.clients,
+        "loop": args.loop,
         "library_events_per_s": statistics.median(library),
         "http_events_per_s": statistics.median(http),
         "ratio": statistics.median(ratios),
         "ratios": ratios,
+        "library_cpu_us_per_event": statistics.median(library_cpu),
+        "server_cpu_us_per_event": statistics.median(server_cpu),
+        "http_client_cpu_us_per_event": statistics.median(client_cpu),
     }
 
 
@@ -369,6 +415,15 @@ def blocking_cost(url: str, namespace: str, args: argparse.Namespace) -> dict[st
     }
 
 
+def run(work: Coroutine[Any, Any, T], loop: str) -> T:
+    """Run ``work`` on a fresh loop of the chosen kind."""
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(work)
+    return asyncio.run(work)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -385,6 +440,12 @@ def main() -> None:
     parser.add_argument(
         "--sequential", type=int, default=1000, help="calls per block for the blocking client"
     )
+    parser.add_argument(
+        "--loop",
+        choices=["uvloop", "asyncio"],
+        default="asyncio",
+        help="event loop of this process (both sides of a comparison use it; huddle serve uses uvloop)",
+    )
     parser.add_argument("--only", choices=["throughput", "fanout", "blocking"], default=None)
     args = parser.parse_args()
     results: dict[str, object] = {"command": " ".join([".venv/bin/python", *sys.argv])}
@@ -392,10 +453,10 @@ def main() -> None:
         namespace = f"bench{uuid.uuid4().hex[:6]}"
         with served(url, namespace, max_streams=args.readers + 10) as (base, pid):
             if args.only in (None, "throughput"):
-                results["append"] = asyncio.run(throughput(url, base, namespace, args))
+                results["append"] = run(throughput(url, base, pid, namespace, args), args.loop)
                 print(json.dumps({"append": results["append"]}), flush=True)
             if args.only in (None, "fanout"):
-                results["fanout"] = asyncio.run(fanout(url, base, pid, namespace, args))
+                results["fanout"] = run(fanout(url, base, pid, namespace, args), args.loop)
                 print(json.dumps({"fanout": results["fanout"]}), flush=True)
         if args.only in (None, "blocking"):
             results["blocking"] = blocking_cost(url, namespace, args)
