@@ -7,10 +7,15 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, TypeVar
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
+from mcp.server.mcpserver.exceptions import (
+    ResourceError,
+    ResourceNotFoundError,
+    ToolError,
+    UnexpectedToolError,
+)
 from mcp.server.subscriptions import InMemorySubscriptionBus
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from mcp_types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field, ValidationError
 
 from ... import __version__
 from ...core.manager import SessionManager
@@ -42,8 +47,11 @@ Identify = Callable[[Context], Caller]
 SessionId = Annotated[
     str, Field(description="the session's id, e.g. s-3f2a... (from create_session or list_sessions)")
 ]
+MAX_SEQ = 2**53 - 1
+"""Largest seq a tool accepts (JSON-safe; the stream ids behind seqs end at 2**64 - 1)."""
 AfterSeq = Annotated[
-    int, Field(ge=0, description="only events with a seq greater than this (0: from the start)")
+    int,
+    Field(ge=0, le=MAX_SEQ, description="only events with a seq greater than this (0: from the start)"),
 ]
 Limit = Annotated[int, Field(ge=1, le=200, description="at most this many events in the reply")]
 Types = Annotated[
@@ -61,7 +69,16 @@ def _result(model: BaseModel, text: str) -> CallToolResult:
     )
 
 
+MAX_ERROR_CHARS = 1000
+"""A refusal quotes at most this much: an error must not flood a model's context (ids are echoed back)."""
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_CHARS else f"{text[:MAX_ERROR_CHARS]}... ({len(text)} characters)"
+
+
 def _failure(code: str, text: str, message: str) -> CallToolResult:
+    text, message = _clip(text), _clip(message)
     body = ToolErrorBody(code=code, message=message).model_dump(mode="json")
     return CallToolResult(
         content=[TextContent(type="text", text=text)], structured_content=body, is_error=True
@@ -78,6 +95,36 @@ async def _run(work: Callable[[], Awaitable[tuple[BaseModel, str]]]) -> CallTool
         log.exception("MCP tool failed unexpectedly")
         return _failure("internal_error", f"internal_error: {type(exc).__name__}", type(exc).__name__)
     return _result(model, text)
+
+
+def _invalid_arguments(tool: str, exc: ValidationError) -> str:
+    problems = [
+        f"{'.'.join(str(part) for part in error['loc']) or 'arguments'}: {error['msg']}"
+        for error in exc.errors(include_input=False, include_url=False)[:5]
+    ]
+    return f"invalid arguments for {tool}: " + "; ".join(problems)
+
+
+class _HuddleServer(MCPServer):
+    """``MCPServer`` whose refusals before a tool runs (unknown tool, arguments outside its input schema) are
+    tool errors with a code too, like every huddle refusal; a crash is ``internal_error``, logged."""
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except UnexpectedToolError:
+            log.exception("MCP tool %r failed unexpectedly", name[:64])
+            return _failure("internal_error", "internal_error: the tool failed", "the tool failed")
+        except ToolError as exc:
+            if isinstance(exc.__cause__, ValidationError):
+                message = _invalid_arguments(name, exc.__cause__)
+                return _failure("invalid_request", f"invalid_request: {message}", message)
+            if name not in TOOL_DESCRIPTIONS:
+                message = f"no tool named {name[:64]!r}; list_tools names the tools"
+                return _failure("not_found", f"not_found: {message}", message)
+            return _failure("invalid_request", f"invalid_request: {exc}", str(exc))
 
 
 class HuddleMcp:
@@ -294,7 +341,7 @@ class HuddleMcp:
 def create_mcp_server(manager: SessionManager, identify: Identify) -> MCPServer:
     """An ``MCPServer`` whose tools act through ``manager`` as the caller ``identify`` returns."""
     bus = InMemorySubscriptionBus()
-    server: MCPServer = MCPServer(
+    server: MCPServer = _HuddleServer(
         "huddle",
         title="huddle sessions",
         instructions=INSTRUCTIONS,
