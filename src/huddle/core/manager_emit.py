@@ -99,7 +99,8 @@ class EmitMethods:
     def _check_ids(self, session_id: str, actor: str) -> None:
         """``check_id`` of both, remembering ids that passed (the set is bounded: cleared when large)."""
         valid = self._valid_ids
-        if session_id in valid and actor in valid:
+        # (str only: a list/dict id must reach check_id's typed error, not an unhashable-type TypeError)
+        if session_id.__class__ is str and actor.__class__ is str and session_id in valid and actor in valid:
             return
         check_id(session_id)
         check_id(actor, "agent id")

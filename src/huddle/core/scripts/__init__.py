@@ -28,6 +28,7 @@ from redis.exceptions import (
 
 from ...backend.connection import RedisClient, is_cluster, node_target
 from ...errors import (
+    CorruptSessionDataError,
     HuddleError,
     NotAMemberError,
     SequenceConflictError,
@@ -303,5 +304,13 @@ def translate_script_error(exc: ResponseError) -> Exception:
     if code == "state_conflict":
         return StateConflictError(
             f"state transition refused: the session's state is {detail!r}", current_state=detail
+        )
+    if code == "corrupt":
+        key, _, field = detail.rpartition(" ")
+        return CorruptSessionDataError(
+            f"corrupt session data: field {field!r} of {key!r} holds a value huddle cannot read; nothing was "
+            "written",
+            key=key,
+            field=field,
         )
     return HuddleError(f"script error {code}: {json.dumps(detail)}")

@@ -20,6 +20,15 @@ local function huddle_error(code, detail)
   error('HUDDLE ' .. code .. ' [' .. (detail or '') .. ']')
 end
 
+-- A stored non-negative integer (meta seq/ver/ttl/...), or a typed 'corrupt' error naming key and field
+-- (CorruptSessionDataError). Scripts check what they read before their first write.
+local function stored_int(value, key, field)
+  if type(value) ~= 'string' or #value > 15 or not string.match(value, '^%d+$') then
+    huddle_error('corrupt', key .. ' ' .. field)
+  end
+  return tonumber(value)
+end
+
 -- Claim an internal retry token for seq in the tokens zset: one ZADD NX of the token and of the sentinel '~'
 -- (score +inf, so trimming never drops it). The sentinel lives exactly as long as the set (the set is created by
 -- this ZADD, and only whole-key expiry removes it), so 2 members added means the set is new and needs a TTL.
