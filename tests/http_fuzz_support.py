@@ -1,0 +1,219 @@
+"""HTTP API fuzzing with schemathesis against ``/openapi.json`` of a real ``huddle serve``: per operation and
+token role (positive and negative generation), and stateful sequences over the links schemathesis infers.
+
+Every response is checked: no 5xx, status, content type and body match the schema, an error is
+``application/problem+json`` carrying a huddle ``code``, and a mutation refused with a 4xx leaves every key of
+the server's namespace as it was (read directly from Redis before and after)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import schemathesis
+from api_support import ApiServer, auth
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from mcp_fuzz_support import KNOWN_CODES, RedisView
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+ROLES = ("admin", "alice", "observer", "anonymous")
+"""Token roles: admin, an agent (alice), an observer, and no token at all."""
+HTTP_CODES = KNOWN_CODES | {"unauthorized", "payload_too_large", "too_many_streams", "method_not_allowed"}
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+KNOWN_SESSIONS = ("known-alice", "known-bob", "known-shared")
+AGENT_IDS = ("alice", "bob", "carol")
+
+
+def seed(server: ApiServer) -> None:
+    """Sessions for the generated requests to find: alice's, bob's, and one both are members of."""
+    for sid, agent in (("known-alice", "alice"), ("known-bob", "bob"), ("known-shared", "bob")):
+        server.request("admin", "POST", "/v1/sessions", json={"agent_id": agent, "session_id": sid})
+    server.request("admin", "POST", "/v1/sessions/known-shared/members", json={"agent_id": "alice"})
+
+
+@dataclass
+class HttpFuzz:
+    """One campaign against one server: what was sent per operation and role, and what failed."""
+
+    server: ApiServer
+    redis_url: str
+    tried: Counter[tuple[str, str]] = field(default_factory=Counter)
+    statuses: Counter[int] = field(default_factory=Counter)
+    failures: dict[str, str] = field(default_factory=dict)
+    """First failing request per (operation, kind of failure): the message with a curl command."""
+    failure_count: int = 0
+
+    def __post_init__(self) -> None:
+        self.schema = schemathesis.openapi.from_url(f"{self.server.base}/openapi.json")
+        self.schema.config.update(base_url=self.server.base)
+        self.view = RedisView(self.redis_url, self.server.namespace)
+        # Session and lifecycle streams never end by themselves; a replay stream ends with its recording.
+        self.fuzzable = self.schema.exclude(path_regex=r"^/v1/(sessions/[^/]+/events|lifecycle)/stream$")
+        self.operations = [
+            result.ok()  # type: ignore[union-attr]
+            for result in self.fuzzable.get_all_operations()
+        ]
+
+    @property
+    def requests(self) -> int:
+        """Requests sent."""
+        return sum(self.tried.values())
+
+    def exercise(self, case: Any, role: str) -> Any:
+        """Send one case as ``role``, check the response and, for a refused mutation, Redis; record failures."""
+        headers = auth(role) if role != "anonymous" else {}
+        mutating = case.method.upper() in MUTATING
+        before = _foreground(self.view.snapshot()) if mutating else None
+        response = case.call(headers=headers)
+        label = case.operation.label
+        self.tried[(label, role)] += 1
+        self.statuses[response.status_code] += 1
+        problems: list[tuple[str, str]] = []
+        try:
+            case.validate_response(response, checks=CHECKS, headers=headers)
+        except (Exception, BaseExceptionGroup) as exc:  # FailureGroup: keep going, report every kind once
+            problems.append((type(exc).__name__ + ":" + _first_line(str(exc)), str(exc)))
+        if response.status_code >= 400:
+            problems += _problem_document(response)
+        if before is not None and 400 <= response.status_code < 500:
+            after = _foreground(self.view.snapshot())
+            if after != before:
+                changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+                problems.append(
+                    ("refused-but-wrote", f"{response.status_code} but Redis changed: {changed[:5]}")
+                )
+        for kind, message in problems:
+            self.failure_count += 1
+            key = f"{label} [{role}] {kind}"
+            if key not in self.failures:
+                curl = case.as_curl_command(headers=headers)
+                body = response.text[:600]
+                self.failures[key] = (
+                    f"{key}\n  {curl}\n  -> {response.status_code} {body}\n  {message[:1500]}"
+                )
+        return response
+
+    def per_operation(self, examples: int, roles: tuple[str, ...] = ROLES) -> None:
+        """``examples`` generated cases per operation and role (half positive, half negative data), with
+        path ids often replaced by the seeded sessions and agents so requests reach real data."""
+        for operation in self.operations:
+            strategies = [operation.as_strategy(generation_mode=mode) for mode in GenerationMode]
+            for role in roles:
+                self._run(st.one_of(strategies), role, examples)
+
+    def _run(self, strategy: st.SearchStrategy[Any], role: str, examples: int) -> None:
+        @given(case=strategy, data=st.data())
+        @settings(
+            max_examples=examples, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )  # fmt: skip
+        def run(case: Any, data: st.DataObject) -> None:
+            _aim_at_known_data(case, data)
+            self.exercise(case, role)
+
+        try:
+            run()
+        except (Exception, BaseExceptionGroup) as exc:  # the harness broke: a failure of the campaign
+            self.failure_count += 1
+            self.failures.setdefault(f"harness {role}", f"{type(exc).__name__}: {str(exc)[:1500]}")
+
+    def stateful(self, role: str, examples: int, steps: int) -> int:
+        """Sequences of linked calls (schemathesis' state machine over inferred links); returns the number
+        of transitions it knows (0: no stateful run possible)."""
+        machine = self.fuzzable.as_state_machine()
+        links = _count_links(machine)
+        if links == 0:
+            return 0
+        fuzz = self
+
+        class Machine(machine):  # type: ignore[valid-type, misc]
+            def call(self, case: Any, **kwargs: Any) -> Any:
+                return fuzz.exercise(case, role)
+
+            def validate_response(self, response: Any, case: Any, *args: Any, **kwargs: Any) -> None:
+                return None  # exercise() checked it (and Redis) already
+
+        Machine.run(
+            settings=settings(
+                max_examples=examples, stateful_step_count=steps, deadline=None, database=None,
+                suppress_health_check=list(HealthCheck),
+            )
+        )  # fmt: skip
+        return links
+
+    def table(self) -> str:
+        """Requests per operation and role (for docs/reliability.md), then statuses."""
+        roles = sorted({role for _, role in self.tried})
+        lines = ["| operation | " + " | ".join(roles) + " |", "|---" * (len(roles) + 1) + "|"]
+        for label in sorted({label for label, _ in self.tried}):
+            lines.append(f"| `{label}` | " + " | ".join(str(self.tried[(label, r)]) for r in roles) + " |")
+        lines.append(f"statuses: {dict(sorted(self.statuses.items()))}")
+        return "\n".join(lines)
+
+    def close(self) -> None:
+        self.view.close()
+
+
+def _count_links(machine: Any) -> int:
+    transitions = getattr(machine, "_transitions", None)  # schemathesis' private record of the links it uses
+    operations = getattr(transitions, "operations", {})
+    return sum(len(entry.outgoing) for entry in operations.values())
+
+
+def _aim_at_known_data(case: Any, data: st.DataObject) -> None:
+    params = case.path_parameters or {}
+    if "session_id" in params and data.draw(st.booleans(), label="known session"):
+        params["session_id"] = data.draw(st.sampled_from(KNOWN_SESSIONS), label="session")
+    if "agent_id" in params and data.draw(st.booleans(), label="known agent"):
+        params["agent_id"] = data.draw(st.sampled_from(AGENT_IDS), label="agent")
+
+
+BACKGROUND_KEYS = re.compile(rb":replay:\{[^}]*\}:|:replay_holds$")
+HOLD_FIELDS = frozenset({b"hold", b"holdx"})
+
+
+def _foreground(snapshot: dict[bytes, object]) -> dict[bytes, object]:
+    """A snapshot without what a running recording writes on its own between requests (its frames, its hold
+    lease and the hold fields of the session's meta): requests are sequential, the recorder is not."""
+    kept: dict[bytes, object] = {}
+    for key, entry in snapshot.items():
+        if BACKGROUND_KEYS.search(key):
+            continue
+        kind, value = cast(tuple[bytes, object], entry)
+        if key.endswith(b":meta") and isinstance(value, frozenset):
+            value = frozenset(item for item in value if item[0] not in HOLD_FIELDS)
+        kept[key] = (kind, value)
+    return kept
+
+
+def _problem_document(response: Any) -> list[tuple[str, str]]:
+    kind = response.headers.get("content-type", "")
+    kind = kind[0] if isinstance(kind, list) and kind else str(kind)  # schemathesis keeps lists of values
+    if not kind.startswith("application/problem+json"):
+        return [("not-problem-json", f"error with content-type {kind!r}")]
+    try:
+        body = json.loads(response.text)
+    except ValueError:
+        return [("problem-not-json", "problem document is not JSON")]
+    code = body.get("code") if isinstance(body, dict) else None
+    if code not in HTTP_CODES:
+        return [("problem-without-code", f"code {code!r} is not a huddle code")]
+    if body.get("status") != response.status_code:
+        return [("problem-status-mismatch", f"status {body.get('status')!r} vs {response.status_code}")]
+    return []
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("-")]
+    return re.sub(r"\s+", " ", lines[0] if lines else text)[:120]
