@@ -14,7 +14,11 @@ from hypothesis import strategies as st
 from reliability.fuzz import Tally
 
 from huddle import (
+    CheckpointNotFoundError,
     EmbeddedRedis,
+    HuddleError,
+    InvalidEventError,
+    InvalidIdentifierError,
     SessionEvent,
     SessionManager,
     SessionManagerConfig,
@@ -154,43 +158,63 @@ def test_fuzzed_api_arguments_get_typed_errors_and_refusals_write_nothing(
         fuzz()
     finally:
         surface.close()
-    known = [u for u in surface.tally.untyped if _known_core_bug(u)]
-    unknown = [u for u in surface.tally.untyped if not _known_core_bug(u)]
-    print(surface.tally.summary(), f"known core bugs (requested from A1)={len(known)}")
-    print(*sorted({u.split(": ", 1)[1] for u in known}), sep="\n  ")
+    print(surface.tally.summary())
     print(surface.tally.samples)
-    assert unknown == [], "\n".join(sorted(set(unknown))[:30])
+    assert surface.tally.untyped == [], "\n".join(sorted(set(surface.tally.untyped))[:30])
     assert surface.partial == [], surface.partial[:10]
     assert surface.tally.outcomes["accepted"] > 20 and surface.tally.inputs >= EXAMPLES
 
 
-KNOWN_CORE_BUGS = (
-    "TypeError: unhashable type",  # emit_event(session_id=<list/dict/set>): the id cache hashes before checking
-    "TypeError: '<' not supported between instances",  # get_events(from_seq/to_seq/limit not int)
-    "object has no attribute 'removeprefix'",  # get_checkpoint(sid, <not a str>)
-    "ResponseError: Invalid stream ID",  # get_events(sid, True, True): bools pass the int checks
-    "DataError: Invalid input of type: 'bool'",  # checkpoint(grace_ttl=True)
-    "TypeError: a bytes-like object is required",  # get_checkpoint(sid, b"...")
-)
+async def _subscribe_first(manager: SessionManager, sid: Any, from_seq: Any) -> None:
+    async for _ in manager.subscribe(sid, from_seq):
+        return
 
 
-def _known_core_bug(untyped: str) -> bool:
-    return any(signature in untyped for signature in KNOWN_CORE_BUGS)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="core (helper A1): untyped errors for non-str ids / non-int ranges / None "
-    "checkpoint id; see /work/notes/requests.md",
-)
 async def test_core_argument_checks_are_typed(manager: SessionManager) -> None:
+    """Arguments of the wrong type or range, for every public SessionManager method, get a typed error before
+    Redis is touched (once found by the fuzzer above as TypeError, AttributeError, DataError, ResponseError)."""
     sid = await manager.create_session("a1")
-    tally = Tally("known core argument bugs")
-    await tally.attempt("emit list sid", lambda: manager.emit_event([sid], {"type": "x"}, "a1"))  # type: ignore[arg-type]
-    await tally.attempt("get_events str", lambda: manager.get_events(sid, "1"))  # type: ignore[arg-type]
-    await tally.attempt("get_events None", lambda: manager.get_events(sid, None))  # type: ignore[arg-type]
-    await tally.attempt("get_checkpoint None", lambda: manager.get_checkpoint(sid, None))  # type: ignore[arg-type]
-    await tally.attempt("get_checkpoint bytes", lambda: manager.get_checkpoint(sid, b"cp-1"))  # type: ignore[arg-type]
-    await tally.attempt("get_events bools", lambda: manager.get_events(sid, True, True))
-    await tally.attempt("checkpoint grace bool", lambda: manager.checkpoint(sid, grace_ttl=True))
+    m = manager
+    cases: dict[str, tuple[type[HuddleError], Callable[[], Awaitable[Any]]]] = {
+        "emit list sid": (InvalidIdentifierError, lambda: m.emit_event([sid], {"type": "x"}, "a1")),  # type: ignore[arg-type]
+        "emit dict actor": (InvalidIdentifierError, lambda: m.emit_event(sid, {"type": "x"}, {"a": 1})),  # type: ignore[arg-type]
+        "get_events str": (InvalidEventError, lambda: m.get_events(sid, "1")),  # type: ignore[arg-type]
+        "get_events None": (InvalidEventError, lambda: m.get_events(sid, None)),  # type: ignore[arg-type]
+        "get_events bools": (InvalidEventError, lambda: m.get_events(sid, True, True)),
+        "get_events float limit": (InvalidEventError, lambda: m.get_events(sid, 1, None, 2.0)),  # type: ignore[arg-type]
+        "get_events huge": (InvalidEventError, lambda: m.get_events(sid, 2**64)),
+        "get_events to < from": (InvalidEventError, lambda: m.get_events(sid, 5, 2)),
+        "subscribe str": (InvalidEventError, lambda: _subscribe_first(m, sid, "1")),
+        "subscribe set sid": (InvalidIdentifierError, lambda: _subscribe_first(m, {sid}, 1)),
+        "get_checkpoint None": (InvalidIdentifierError, lambda: m.get_checkpoint(sid, None)),  # type: ignore[arg-type]
+        "get_checkpoint bytes": (InvalidIdentifierError, lambda: m.get_checkpoint(sid, b"cp-1")),  # type: ignore[arg-type]
+        "get_checkpoint unicode digit": (CheckpointNotFoundError, lambda: m.get_checkpoint(sid, "cp-\u00b2")),
+        "get_checkpoints limit 0": (InvalidEventError, lambda: m.get_checkpoints(sid, 0)),
+        "checkpoint grace bool": (InvalidEventError, lambda: m.checkpoint(sid, grace_ttl=True)),
+        "checkpoint grace huge": (InvalidEventError, lambda: m.checkpoint(sid, grace_ttl=10**20)),
+        "checkpoint reason list": (InvalidIdentifierError, lambda: m.checkpoint(sid, reason=["x"])),  # type: ignore[arg-type]
+        "create ttl bool": (InvalidEventError, lambda: m.create_session("a1", ttl=True)),
+        "create ttl str": (InvalidEventError, lambda: m.create_session("a1", ttl="60")),  # type: ignore[arg-type]
+        "create sid list": (InvalidIdentifierError, lambda: m.create_session("a1", session_id=["s"])),  # type: ignore[arg-type]
+        "failure snapshot not an id": (InvalidIdentifierError, lambda: m.get_failure_snapshot(sid, "nope")),
+        "failure snapshot huge": (InvalidIdentifierError, lambda: m.get_failure_snapshot(sid, f"{2**64}-0")),
+        "failure snapshot None": (InvalidIdentifierError, lambda: m.get_failure_snapshot(sid, None)),  # type: ignore[arg-type]
+        "failure snapshots limit str": (InvalidEventError, lambda: m.list_failure_snapshots("5")),  # type: ignore[arg-type]
+        "active sessions limit 0": (InvalidEventError, lambda: m.list_active_sessions(0)),
+        "sessions by agent int": (InvalidIdentifierError, lambda: m.get_sessions_by_agent(7)),  # type: ignore[arg-type]
+        "join tuple agent": (InvalidIdentifierError, lambda: m.join_session(sid, ("a",))),  # type: ignore[arg-type]
+        "leave None agent": (InvalidIdentifierError, lambda: m.leave_session(sid, None)),  # type: ignore[arg-type]
+        "complete int actor": (InvalidIdentifierError, lambda: m.complete_session(sid, 1)),  # type: ignore[arg-type]
+        "get_session bytes": (InvalidIdentifierError, lambda: m.get_session(b"s")),  # type: ignore[arg-type]
+    }  # fmt: skip
+    keys = manager.keys.session(sid)
+    before = [await manager.client.hgetall(keys.meta), await manager.client.xlen(keys.events)]
+    tally = Tally("core argument checks")
+    for label, (expected, call) in cases.items():
+        result = await tally.attempt(label, call)
+        assert isinstance(result, expected), f"{label}: {result!r}"
     assert tally.untyped == []
+    with pytest.raises(InvalidEventError):
+        m.add_operation_observer(3)  # type: ignore[arg-type]
+    assert [await manager.client.hgetall(keys.meta), await manager.client.xlen(keys.events)] == before
+    assert await manager.get_failure_snapshot(sid, "1-0") is None  # a well-formed id that does not exist

@@ -198,6 +198,12 @@ class SessionManagerConfig(RedisSettings):
     index_shards: int = Field(default=16, ge=1, le=1024)
     index_refresh_ms: int = Field(default=1000, ge=0, description="how fresh the activity index is kept")
     subscribe_block_ms: int = Field(default=1000, ge=10, le=60_000)
+    max_local_sessions: int = Field(
+        default=100_000,
+        ge=1,
+        description="sessions a manager remembers its agents joined (checkpointed at shutdown); "
+        "beyond it the least recently joined are forgotten",
+    )
     replica_wait_timeout_ms: int = Field(
         default=1000, ge=1, le=60_000, description="how long emit_event(min_replicas=...) waits (WAIT)"
     )

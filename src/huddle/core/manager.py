@@ -35,12 +35,22 @@ from ..models import (
     SessionStats,
 )
 from . import analytics, maintenance, subscription
+from .checks import (
+    check_callable,
+    check_int,
+    check_optional_int,
+    check_snapshot_id,
+    checkpoint_seq,
+)
 from .keys import KeySpace
 from .manager_emit import EmitMethods, OperationObserver, tracked_in_flight
+from .members import LocalMembers
 from .store import SessionStore
 
 log = logging.getLogger("huddle.core.manager")
 
+MAX_TTL = 30 * 86400
+"""Longest lifetime (seconds) a caller may give a session (``ttl``, ``grace_ttl``)."""
 SYSTEM_ACTOR = "huddle"
 """Actor recorded on events huddle writes itself (manual checkpoints without an actor, shutdown)."""
 
@@ -75,8 +85,8 @@ class SessionManager(EmitMethods):
         self._draining = False
         self._in_flight = 0
         self._idle: asyncio.Event | None = None
-        self.local_members: dict[str, set[str]] = {}
-        """Sessions (and agents) joined through this manager, e.g. for checkpointing at shutdown."""
+        self.local_members = LocalMembers(cfg.max_local_sessions)
+        """Sessions (and agents) joined through this manager, e.g. for checkpointing at shutdown (bounded)."""
 
     @classmethod
     def from_env(cls) -> Self:
@@ -134,7 +144,7 @@ class SessionManager(EmitMethods):
 
     def attach_recorder(self, recorder: Callable[[str], Awaitable[Any]]) -> None:
         """Used by ``SessionReplay``: ``create_session(..., record=True)`` calls ``recorder(session_id)``."""
-        self._recorder = recorder
+        self._recorder = check_callable(recorder, "recorder")
 
     def detach_recorder(self, recorder: Callable[[str], Awaitable[Any]]) -> None:
         """Undo ``attach_recorder`` (if ``recorder`` is still the attached one)."""
@@ -143,7 +153,7 @@ class SessionManager(EmitMethods):
 
     def add_operation_observer(self, observer: OperationObserver) -> None:
         """Call ``observer(operation, seconds, ok)`` after every operation (metrics hook)."""
-        self._observers.append(observer)
+        self._observers.append(check_callable(observer, "observer"))
 
     # -- sessions -------------------------------------------------------------------------------------------
     @tracked_in_flight
@@ -167,9 +177,7 @@ class SessionManager(EmitMethods):
         check_id(agent_id, "agent id")
         sid = check_id(session_id) if session_id is not None else new_session_id()
         state = check_name(initial_state or self.config.initial_state, "state")
-        ttl = self.config.default_ttl if ttl is None else ttl
-        if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= 30 * 86400:
-            raise InvalidEventError(f"ttl must be 1..{30 * 86400} seconds, got {ttl!r}")
+        ttl = check_int(self.config.default_ttl if ttl is None else ttl, "ttl", 1, MAX_TTL)
         metadata_json = self._metadata_json(metadata)
         keys = self.keys.session(sid)
         args: list[str | int] = [
@@ -187,7 +195,7 @@ class SessionManager(EmitMethods):
             ok = True
         finally:
             self._observe("create", started, ok)
-        self.local_members.setdefault(sid, set()).add(agent_id)
+        self.local_members.add(sid, agent_id)
         await self._best_effort(self.store.index_session(sid, created_ms, agent_joined=agent_id))
         if record and self._recorder is not None:
             await self._recorder(sid)
@@ -223,7 +231,7 @@ class SessionManager(EmitMethods):
             raise await self._missing(session_id) from None
         finally:
             self._observe("join", started, ok)
-        self.local_members.setdefault(session_id, set()).add(agent_id)
+        self.local_members.add(session_id, agent_id)
         if joined:
             await self._best_effort(
                 self.store.index_session(session_id, int(time.time() * 1000), agent_joined=agent_id)
@@ -250,11 +258,7 @@ class SessionManager(EmitMethods):
             raise await self._missing(session_id) from None
         finally:
             self._observe("leave", started, ok)
-        members = self.local_members.get(session_id)
-        if members is not None:
-            members.discard(agent_id)
-            if not members:
-                del self.local_members[session_id]
+        self.local_members.remove(session_id, agent_id)
         if left:
             await self._best_effort(self.store.unindex_session_agent(session_id, agent_id))
         return left
@@ -277,6 +281,7 @@ class SessionManager(EmitMethods):
             raise await self._missing(session_id) from None
         finally:
             self._observe("complete", started, ok)
+        self.local_members.drop(session_id)
         await self._best_effort(self.store.unindex_session(session_id, []))
         return seq
 
@@ -296,8 +301,11 @@ class SessionManager(EmitMethods):
         """Stored events with ``from_seq <= seq <= to_seq`` (oldest first, at most ``limit``)."""
         self._check_open(mutation=False)
         check_id(session_id)
-        if from_seq < 0 or (to_seq is not None and to_seq < from_seq) or (limit is not None and limit < 1):
-            raise InvalidEventError(f"bad range: from_seq={from_seq} to_seq={to_seq} limit={limit}")
+        check_int(from_seq, "from_seq")
+        to_seq = check_optional_int(to_seq, "to_seq")
+        limit = check_optional_int(limit, "limit", 1)
+        if to_seq is not None and to_seq < from_seq:
+            raise InvalidEventError(f"bad range: from_seq={from_seq} > to_seq={to_seq}", argument="to_seq")
         events = await self.store.get_events(session_id, max(from_seq, 1), to_seq, limit)
         if not events and await self.store.first_and_last_seq(session_id) is None:
             raise await self._missing(session_id)
@@ -309,6 +317,7 @@ class SessionManager(EmitMethods):
         Survives Redis restarts (resumes by seq); raises ``EventsTrimmedError`` if events it still needed were
         trimmed; ends when the session is completed and fully read, expires, or the manager closes."""
         check_id(session_id)
+        check_int(from_seq, "from_seq")
         block_ms = min(self.config.subscribe_block_ms, int(self.config.socket_timeout * 1000) - 250)
         return subscription.follow(self, session_id, from_seq, block_ms=block_ms, missing=self._missing)
 
@@ -340,8 +349,7 @@ class SessionManager(EmitMethods):
         check_id(session_id)
         check_id(actor, "agent id")
         check_name(reason, "checkpoint reason")
-        if grace_ttl is not None and (not isinstance(grace_ttl, int) or grace_ttl < 1):
-            raise InvalidEventError(f"grace_ttl must be a positive number of seconds, got {grace_ttl!r}")
+        check_optional_int(grace_ttl, "grace_ttl", 1, MAX_TTL)
         args: list[str | int] = [
             session_id, actor, reason, 1 if force_snapshot else 0, "" if grace_ttl is None else grace_ttl,
             1 if include_failure_snapshot else 0, self.config.max_checkpoints_per_session,
@@ -363,16 +371,14 @@ class SessionManager(EmitMethods):
         """The session's checkpoints, newest first."""
         self._check_open(mutation=False)
         check_id(session_id)
-        return await self.store.get_checkpoints(session_id, limit)
+        return await self.store.get_checkpoints(session_id, check_optional_int(limit, "limit", 1))
 
     async def get_checkpoint(self, session_id: str, checkpoint_id: str) -> Checkpoint:
         """One checkpoint by id (``cp-<seq>``)."""
         self._check_open(mutation=False)
         check_id(session_id)
-        seq_text = checkpoint_id.removeprefix("cp-")
-        checkpoint = (
-            await self.store.get_checkpoint(session_id, int(seq_text)) if seq_text.isdigit() else None
-        )
+        seq = checkpoint_seq(checkpoint_id)
+        checkpoint = await self.store.get_checkpoint(session_id, seq) if seq is not None else None
         if checkpoint is None:
             raise CheckpointNotFoundError(f"no checkpoint {checkpoint_id!r} in session {session_id!r}")
         return checkpoint
@@ -380,19 +386,19 @@ class SessionManager(EmitMethods):
     async def list_failure_snapshots(self, limit: int = 100) -> list[FailureSnapshotRef]:
         """Failure snapshots of all sessions, newest first (they outlive their sessions)."""
         self._check_open(mutation=False)
-        return await self.store.failure_refs(limit)
+        return await self.store.failure_refs(check_int(limit, "limit", 1))
 
     async def get_failure_snapshot(self, session_id: str, snapshot_id: str) -> FailureSnapshot | None:
         """One failure snapshot, or None if it expired."""
         self._check_open(mutation=False)
         check_id(session_id)
-        return await self.store.get_failure_snapshot(session_id, snapshot_id)
+        return await self.store.get_failure_snapshot(session_id, check_snapshot_id(snapshot_id))
 
     # -- administration ---------------------------------------------------------------------------------------
     async def list_active_sessions(self, limit: int | None = None) -> list[str]:
         """Ids of live, not completed sessions, most recently active first."""
         self._check_open(mutation=False)
-        return await analytics.active_session_ids(self.store, limit)
+        return await analytics.active_session_ids(self.store, check_optional_int(limit, "limit", 1))
 
     async def get_sessions_by_agent(self, agent_id: str) -> list[str]:
         """Ids of live sessions ``agent_id`` is a member of, most recently joined first."""
@@ -415,6 +421,22 @@ class SessionManager(EmitMethods):
     async def perform_maintenance(self) -> MaintenanceReport:
         """Remove index entries of expired or completed sessions and expired failure snapshots."""
         self._check_open(mutation=False)
-        return await maintenance.perform_maintenance(
+        report = await maintenance.perform_maintenance(
             self.store, failure_snapshot_ttl=self.config.failure_snapshot_ttl
         )
+        await self._best_effort(self._forget_finished_sessions())
+        return report
+
+    async def _forget_finished_sessions(self) -> None:
+        """Drop ``local_members`` entries of sessions that completed (elsewhere) or expired meanwhile."""
+        ids = list(self.local_members)
+        for start in range(0, len(ids), 1000):
+            statuses = await self.store.statuses(ids[start : start + 1000])
+            for session_id, status in statuses.items():
+                if status != "active":
+                    self.local_members.drop(session_id)
+
+    async def _missing(self, session_id: str) -> SessionNotFoundError:
+        """NotFound or Expired (see ``EmitMethods._missing``); a session found gone is no longer local."""
+        self.local_members.drop(session_id)
+        return await super()._missing(session_id)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 from redis.exceptions import (
     AuthenticationError,
@@ -23,9 +22,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..backend.connection import RedisClient, is_cluster, ready, server_version
-from ..errors import RedisPermissionError, RedisUnavailableError
+from ..errors import CorruptSessionDataError, RedisPermissionError, RedisUnavailableError
 from ..models import (
-    AgentInfo,
     Checkpoint,
     Event,
     FailureSnapshot,
@@ -34,6 +32,7 @@ from ..models import (
     ms_to_datetime,
 )
 from .keys import KeySpace, SessionKeys
+from .parse import corrupt, parse_checkpoint, parse_event, parse_failure, parse_int, parse_session
 from .scripts import Scripts
 
 P = ParamSpec("P")
@@ -51,6 +50,33 @@ REDIS_DOWN = (
     RedisClusterException,
 )
 _NOPERM = re.compile(r"NOPERM|no permissions|can't run this command|permissions to access", re.IGNORECASE)
+# "Command # 1 (HGETALL huddle:{s-1}:meta) of pipeline caused error: WRONGTYPE ..." names the key; a script's
+# WRONGTYPE does not.
+_WRONGTYPE_KEY = re.compile(r"\(\w+ ([^ )]+)")
+
+__all__ = ["parse_event"]  # re-exported: callers read stored events with it
+
+
+def wrong_type_error(exc: ResponseError) -> CorruptSessionDataError | None:
+    """A ``CorruptSessionDataError`` if ``exc`` is a WRONGTYPE reply (a huddle key holds another type), or an
+    XADD refused because the meta seq a script appends after is not above the log's last entry."""
+    text = str(exc)
+    if "The ID specified in XADD" in text:  # a script's first write: refused, so nothing was written
+        return CorruptSessionDataError(
+            f"the session's stored seq does not match its event log; the data is corrupt and nothing was "
+            f"written: {text.splitlines()[0][:160]}",
+            field="seq",
+        )
+    if "WRONGTYPE" not in text:
+        return None
+    match = _WRONGTYPE_KEY.search(text)
+    key = match.group(1) if match else ""
+    session_id = key[key.find("{") + 1 : key.find("}")] if "{" in key and "}" in key else ""
+    return CorruptSessionDataError(
+        f"a key{f' ({key})' if key else ''} of session data holds the wrong Redis type; the data is corrupt "
+        f"and nothing was written: {text.splitlines()[0][:160]}",
+        session_id=session_id, key=key, field="",
+    )  # fmt: skip
 
 
 def permission_error(exc: BaseException) -> RedisPermissionError | None:
@@ -72,7 +98,7 @@ def boundary_error(exc: BaseException) -> BaseException | None:
             return denied
         if isinstance(exc, REDIS_DOWN):
             return RedisUnavailableError(f"Redis is unavailable: {exc}")
-        return None
+        return wrong_type_error(exc) if isinstance(exc, ResponseError) else None
     if isinstance(exc, REDIS_DOWN) and not isinstance(exc, CrossSlotTransactionError):
         # CrossSlotTransactionError: a bug (keys of several slots in one MULTI), not an outage
         return RedisUnavailableError(f"Redis is unavailable: {exc}")
@@ -80,8 +106,8 @@ def boundary_error(exc: BaseException) -> BaseException | None:
 
 
 def redis_boundary(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """Convert redis-py connection failures (after its bounded retries) into ``RedisUnavailableError``
-    and ACL refusals into ``RedisPermissionError``."""
+    """Convert redis-py connection failures (after its bounded retries) into ``RedisUnavailableError``,
+    ACL refusals into ``RedisPermissionError`` and WRONGTYPE replies into ``CorruptSessionDataError``."""
 
     @functools.wraps(func)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -122,93 +148,6 @@ class BatchResult:
     failure_snapshot_ids: list[str]
     last_seq: int
     at_ms: int
-
-
-def parse_event(session_id: str, entry_id: str, fields: dict[str, str]) -> Event:
-    """One stream entry as an ``Event``."""
-    body: dict[str, Any] = json.loads(fields.get("d") or "{}")
-    body.update(
-        session_id=session_id,
-        seq=int(entry_id[2:]),
-        type=fields["t"],
-        actor=fields["a"],
-        timestamp=int(fields["ts"]),
-    )
-    return Event.model_validate(body)
-
-
-def _agents_list(csv: str) -> list[str]:
-    return [agent for agent in csv.split(",") if agent]
-
-
-def parse_session(
-    session_id: str, meta: dict[str, str], agents: dict[str, str], pttl: int
-) -> SessionDocument:
-    """Build a ``SessionDocument`` from the raw meta and agents hashes."""
-    members = {}
-    for agent, value in agents.items():
-        joined, _, seen = value.partition(":")
-        members[agent] = AgentInfo(
-            agent_id=agent, joined_at=ms_to_datetime(joined), last_seen=ms_to_datetime(seen or joined)
-        )
-    return SessionDocument(
-        session_id=session_id,
-        status=meta["status"],
-        state=meta["state"],
-        creator=meta["creator"],
-        created_at=ms_to_datetime(meta["created"]),
-        updated_at=ms_to_datetime(meta["updated"]),
-        last_seq=int(meta["seq"]),
-        first_seq=int(meta.get("first", "1")),
-        version=int(meta["ver"]),
-        ttl=int(meta["ttl"]),
-        expires_in=pttl / 1000 if pttl > 0 else None,
-        metadata=json.loads(meta.get("md") or "{}"),
-        agents=members,
-        last_checkpoint_id=meta.get("cp") or None,
-        last_checkpoint_seq=int(meta.get("cps", "0")),
-        broken_since=ms_to_datetime(meta["broken"]) if meta.get("broken") else None,
-        in_grace=meta.get("grace") == "1",
-    )
-
-
-def parse_checkpoint(session_id: str, entry_id: str, fields: dict[str, str]) -> Checkpoint:
-    """One checkpoints-stream entry as a ``Checkpoint``."""
-    seq = int(entry_id[2:])
-    failure = fields.get("failure") or ""
-    return Checkpoint(
-        checkpoint_id=f"cp-{seq}",
-        session_id=session_id,
-        seq=seq,
-        state=fields["state"],
-        status=fields["status"],
-        agents=_agents_list(fields.get("agents", "")),
-        metadata=json.loads(fields.get("metadata") or "{}"),
-        reason=fields.get("reason", ""),
-        created_at=ms_to_datetime(fields["ts"]),
-        failure_snapshot_id=failure or None,
-    )
-
-
-def parse_failure(session_id: str, entry_id: str, fields: dict[str, str]) -> FailureSnapshot:
-    """One failures-stream entry as a ``FailureSnapshot`` (its events oldest first)."""
-    raw_events = json.loads(fields.get("events") or "[]")
-    events = []
-    if isinstance(raw_events, list):
-        for event_id, flat in reversed(raw_events):
-            pairs = dict(zip(flat[::2], flat[1::2], strict=True))
-            events.append(parse_event(session_id, event_id, pairs))
-    return FailureSnapshot(
-        snapshot_id=entry_id,
-        session_id=session_id,
-        seq=int(fields["seq"]),
-        created_at=ms_to_datetime(fields["ts"]),
-        state=fields["state"],
-        status=fields["status"],
-        agents=_agents_list(fields.get("agents", "")),
-        metadata=json.loads(fields.get("metadata") or "{}"),
-        events=events,
-    )
 
 
 class SessionStore:
@@ -331,7 +270,7 @@ class SessionStore:
             meta, agents, pttl = await pipe.execute()
         if not meta:
             return None
-        return parse_session(session_id, meta, agents, int(pttl))
+        return parse_session(session_id, meta, agents, int(pttl), (keys.meta, keys.agents))
 
     @redis_boundary
     async def exists(self, session_ids: Iterable[str]) -> dict[str, bool]:
@@ -351,10 +290,9 @@ class SessionStore:
     ) -> list[Event]:
         """Events with from_seq <= seq <= to_seq, oldest first."""
         end = f"0-{to_seq}" if to_seq is not None else "+"
-        entries = await self.client.xrange(
-            self.keys.session(session_id).events, f"0-{from_seq}", end, count=limit
-        )
-        return [parse_event(session_id, entry_id, fields) for entry_id, fields in entries]
+        key = self.keys.session(session_id).events
+        entries = await self.client.xrange(key, f"0-{from_seq}", end, count=limit)
+        return [parse_event(session_id, entry_id, fields, key) for entry_id, fields in entries]
 
     @redis_boundary
     async def read_events_after(
@@ -367,42 +305,67 @@ class SessionStore:
             return []
         # RESP2 gives [[stream, entries]], RESP3 a dict {stream: [entries]}.
         entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
-        return [parse_event(session_id, entry_id, fields) for entry_id, fields in entries]
+        return [parse_event(session_id, entry_id, fields, stream) for entry_id, fields in entries]
 
     @redis_boundary
     async def first_and_last_seq(self, session_id: str) -> tuple[int, int] | None:
         """(first seq still in the log, last seq) or None if the session does not exist."""
-        first, last = await self.client.hmget(self.keys.session(session_id).meta, ["first", "seq"])
+        key = self.keys.session(session_id).meta
+        first, last, status = await self.client.hmget(key, ["first", "seq", "status"])
         if last is None:
+            if status is not None:  # a session without its seq
+                raise corrupt(session_id, key, "seq")
             return None
-        return int(first or 1), int(last)
+        return parse_int(session_id, key, "first", first, 1), parse_int(session_id, key, "seq", last, 0)
+
+    @redis_boundary
+    async def status_and_seq(self, session_id: str) -> tuple[str, int] | None:
+        """(status, last seq) of the session, or None if it does not exist."""
+        key = self.keys.session(session_id).meta
+        status, seq = await self.client.hmget(key, ["status", "seq"])
+        if status is None:
+            if seq is not None:  # a session without its status
+                raise corrupt(session_id, key, "status")
+            return None
+        return status, parse_int(session_id, key, "seq", seq, 0)
+
+    @redis_boundary
+    async def statuses(self, session_ids: Iterable[str]) -> dict[str, str | None]:
+        """Each session's status (None: it does not exist), in one pipelined round trip."""
+        ids = list(session_ids)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for sid in ids:
+                pipe.hget(self.keys.session(sid).meta, "status")
+            found = await pipe.execute(raise_on_error=False)
+        return {sid: value if isinstance(value, str) else None for sid, value in zip(ids, found, strict=True)}
 
     @redis_boundary
     async def get_checkpoints(self, session_id: str, limit: int | None = None) -> list[Checkpoint]:
         """The session's checkpoints, newest first."""
-        entries = await self.client.xrevrange(
-            self.keys.session(session_id).checkpoints, "+", "-", count=limit
-        )
-        return [parse_checkpoint(session_id, entry_id, fields) for entry_id, fields in entries]
+        key = self.keys.session(session_id).checkpoints
+        entries = await self.client.xrevrange(key, "+", "-", count=limit)
+        return [parse_checkpoint(session_id, entry_id, fields, key) for entry_id, fields in entries]
 
     @redis_boundary
     async def get_checkpoint(self, session_id: str, seq: int) -> Checkpoint | None:
         """One checkpoint by its seq."""
-        entries = await self.client.xrange(self.keys.session(session_id).checkpoints, f"0-{seq}", f"0-{seq}")
-        return parse_checkpoint(session_id, *entries[0]) if entries else None
+        key = self.keys.session(session_id).checkpoints
+        entries = await self.client.xrange(key, f"0-{seq}", f"0-{seq}")
+        return parse_checkpoint(session_id, entries[0][0], entries[0][1], key) if entries else None
 
     @redis_boundary
     async def get_failure_snapshots(self, session_id: str, limit: int | None = None) -> list[FailureSnapshot]:
         """The session's failure snapshots, newest first."""
-        entries = await self.client.xrevrange(self.keys.session(session_id).failures, "+", "-", count=limit)
-        return [parse_failure(session_id, entry_id, fields) for entry_id, fields in entries]
+        key = self.keys.session(session_id).failures
+        entries = await self.client.xrevrange(key, "+", "-", count=limit)
+        return [parse_failure(session_id, entry_id, fields, key) for entry_id, fields in entries]
 
     @redis_boundary
     async def get_failure_snapshot(self, session_id: str, snapshot_id: str) -> FailureSnapshot | None:
         """One failure snapshot by its id."""
         key = self.keys.session(session_id).failures
         entries = await self.client.xrange(key, snapshot_id, snapshot_id)
-        return parse_failure(session_id, *entries[0]) if entries else None
+        return parse_failure(session_id, entries[0][0], entries[0][1], key) if entries else None
 
     # -- global indexes (outside the session slot; updated right after the script) --------------------------
     @redis_boundary

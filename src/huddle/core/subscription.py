@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from ..errors import EventsTrimmedError, RedisUnavailableError
 from ..models import Event, LifecycleNotice
+from .store import REDIS_DOWN
 
 if TYPE_CHECKING:
     from .store import SessionStore
@@ -61,13 +62,13 @@ async def follow(
         try:
             events = await store.read_events_after(session_id, next_seq - 1, BATCH, max(block_ms, 10))
             if not events:
-                meta = await store.client.hmget(store.keys.session(session_id).meta, ["status", "seq"])
-                if meta[0] is None:
+                status = await store.status_and_seq(session_id)
+                if status is None:
                     return  # expired or deleted: no event will come any more
-                if meta[0] == "completed" and int(meta[1]) < next_seq:
+                if status[0] == "completed" and status[1] < next_seq:
                     return
                 continue
-        except (RedisUnavailableError, RedisError, OSError) as exc:
+        except (RedisUnavailableError, *REDIS_DOWN) as exc:  # an outage: resume; anything else is raised
             if manager.closed:
                 return
             log.warning("subscription to %s lost Redis (%s); resuming at seq %d", session_id, exc, next_seq)

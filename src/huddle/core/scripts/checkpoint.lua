@@ -6,13 +6,50 @@
 -- ARGV[6] include failure snapshot (1|0)  ARGV[7] max checkpoints kept  ARGV[8] global channel ('' = none)
 -- ARGV[9] failure states CSV  ARGV[10] failure snapshot ttl ms ('' = off)  ARGV[11] events per snapshot
 -- Returns {checkpoint id, seq, created(1) | reused(0), failure snapshot id or ''}
+-- (H4) local copies of the shared checks requested for common.lua (same names; delete once common.lua has them)
+local function session_meta(sid, ...)
+  local meta = redis.call('HMGET', K_META, 'status', ...)
+  if meta[1] ~= 'active' and meta[1] ~= 'completed' then
+    if meta[1] or redis.call('EXISTS', K_META) == 1 then
+      huddle_error('corrupt', K_META .. ' status')
+    end
+    huddle_error('session_not_found', sid)
+  end
+  return meta
+end
+
+local function stored_ttl(value, key, field)
+  local ttl = stored_int(value, key, field)
+  if ttl < 1 or ttl > 1000000000 then
+    huddle_error('corrupt', key .. ' ' .. field)
+  end
+  return ttl
+end
+
+local function check_log_top(nxt)
+  local top = redis.call('XREVRANGE', K_EVENTS, '+', '-', 'COUNT', 1)[1]
+  if top then
+    local last = string.match(top[1], '^0%-(%d+)$')
+    if not last or tonumber(last) >= nxt then
+      huddle_error('corrupt', K_META .. ' seq')
+    end
+  end
+end
+-- (H4) end of local copies
+
 local sid, actor, reason, force, grace = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 
-local meta = redis.call('HMGET', K_META, 'status', 'state', 'seq', 'cp', 'cps', 'md', 'ver')
-if not meta[1] then
-  huddle_error('session_not_found', sid)
+-- Everything read is checked before the first write: corrupt data refuses the checkpoint and writes nothing.
+local meta = session_meta(sid, 'state', 'seq', 'cp', 'cps', 'md', 'ver')
+local seq, cps = stored_int(meta[3], K_META, 'seq'), stored_int(meta[5], K_META, 'cps')
+local ver = stored_int(meta[7], K_META, 'ver')
+if not meta[2] then
+  huddle_error('corrupt', K_META .. ' state')
 end
-local seq, cps = tonumber(meta[3]), tonumber(meta[5])
+if not meta[4] or (meta[4] ~= '' and not string.match(meta[4], '^cp%-%d+$')) then
+  huddle_error('corrupt', K_META .. ' cp')
+end
+meta[6] = meta[6] or '{}'
 if force ~= '1' and meta[4] ~= '' and cps == seq then
   if grace ~= '' then
     expire_session(tonumber(grace) * 1000)
@@ -20,6 +57,11 @@ if force ~= '1' and meta[4] ~= '' and cps == seq then
   return {meta[4], cps, 0, ''}
 end
 
+-- the writes below must all succeed once the first is made: the log, agents and checkpoints keys must be of
+-- their types and the log must end below the new seq
+check_log_top(seq + 1)
+redis.call('HLEN', K_AGENTS)
+redis.call('XLEN', K_CPS)
 local now = now_ms()
 local failure_id = ''
 if ARGV[6] == '1' and ARGV[10] ~= '' and in_csv(ARGV[9], meta[2]) then
@@ -27,7 +69,7 @@ if ARGV[6] == '1' and ARGV[10] ~= '' and in_csv(ARGV[9], meta[2]) then
 end
 seq = seq + 1
 local cp_id = write_checkpoint(seq, now, actor, reason, meta[2], meta[1], meta[6], failure_id, ARGV[7])
-redis.call('HSET', K_META, 'seq', fmt(seq), 'updated', fmt(now), 'ver', fmt(tonumber(meta[7]) + 1),
+redis.call('HSET', K_META, 'seq', fmt(seq), 'updated', fmt(now), 'ver', fmt(ver + 1),
   'cp', cp_id, 'cps', fmt(seq), 'ncp', '0')
 if grace ~= '' then
   expire_session(tonumber(grace) * 1000)

@@ -3,22 +3,54 @@
 -- ARGV[1] session id  ARGV[2] actor (must be a member)  ARGV[3] grace ttl seconds
 -- ARGV[4] global channel ('' = none)
 -- Returns {seq, completed(1) | already completed(0)}
+-- (H4) local copies of the shared checks requested for common.lua (same names; delete once common.lua has them)
+local function session_meta(sid, ...)
+  local meta = redis.call('HMGET', K_META, 'status', ...)
+  if meta[1] ~= 'active' and meta[1] ~= 'completed' then
+    if meta[1] or redis.call('EXISTS', K_META) == 1 then
+      huddle_error('corrupt', K_META .. ' status')
+    end
+    huddle_error('session_not_found', sid)
+  end
+  return meta
+end
+
+local function stored_ttl(value, key, field)
+  local ttl = stored_int(value, key, field)
+  if ttl < 1 or ttl > 1000000000 then
+    huddle_error('corrupt', key .. ' ' .. field)
+  end
+  return ttl
+end
+
+local function check_log_top(nxt)
+  local top = redis.call('XREVRANGE', K_EVENTS, '+', '-', 'COUNT', 1)[1]
+  if top then
+    local last = string.match(top[1], '^0%-(%d+)$')
+    if not last or tonumber(last) >= nxt then
+      huddle_error('corrupt', K_META .. ' seq')
+    end
+  end
+end
+-- (H4) end of local copies
+
 local sid, actor, grace, channel = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 
-local meta = redis.call('HMGET', K_META, 'status', 'seq', 'ver')
-if not meta[1] then
-  huddle_error('session_not_found', sid)
-end
+-- Everything read is checked before the first write: corrupt data refuses the completion and writes nothing.
+local meta = session_meta(sid, 'seq', 'ver')
+local seq = stored_int(meta[2], K_META, 'seq')
 if meta[1] == 'completed' then
-  return {tonumber(meta[2]), 0}
+  return {seq, 0}
 end
 if redis.call('HEXISTS', K_AGENTS, actor) == 0 then
   huddle_error('not_a_member', actor)
 end
+local ver = stored_int(meta[3], K_META, 'ver')
 local now = now_ms()
-local seq = tonumber(meta[2]) + 1
+seq = seq + 1
+check_log_top(seq)
 append_event(seq, 'complete', actor, now, '{}', nil)
-redis.call('HSET', K_META, 'seq', fmt(seq), 'updated', fmt(now), 'ver', fmt(tonumber(meta[3]) + 1),
+redis.call('HSET', K_META, 'seq', fmt(seq), 'updated', fmt(now), 'ver', fmt(ver + 1),
   'status', 'completed', 'grace', '1')
 expire_session(grace * 1000)
 if channel ~= '' then

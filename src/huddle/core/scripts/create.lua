@@ -11,9 +11,10 @@ local sid, creator, ttl, metadata, state, token, channel =
 -- and writes 4, which a listpack would do by scanning and moving the whole encoding (measured: docs/core.md).
 local LAYOUT_NOTE = 'hash table on purpose: emit reads and writes these fields on every event (see docs/core.md)'
 local existing = redis.call('HMGET', K_META, 'ctok', 'created')
-if existing[1] then
+-- (a meta hash without ctok, e.g. damaged, is a session too: never overwritten)
+if existing[1] or existing[2] or redis.call('EXISTS', K_META) == 1 then
   if existing[1] == token then
-    return {1, tonumber(existing[2]), 1}
+    return {1, stored_int(existing[2], K_META, 'created'), 1}
   end
   huddle_error('session_exists', sid)
 end

@@ -2,25 +2,60 @@
 -- KEYS: the six session keys (see common.lua)
 -- ARGV[1] session id  ARGV[2] agent id  ARGV[3] global channel ('' = do not publish)
 -- Returns {seq, joined(1) | already a member(0)}
+-- (H4) local copies of the shared checks requested for common.lua (same names; delete once common.lua has them)
+local function session_meta(sid, ...)
+  local meta = redis.call('HMGET', K_META, 'status', ...)
+  if meta[1] ~= 'active' and meta[1] ~= 'completed' then
+    if meta[1] or redis.call('EXISTS', K_META) == 1 then
+      huddle_error('corrupt', K_META .. ' status')
+    end
+    huddle_error('session_not_found', sid)
+  end
+  return meta
+end
+
+local function stored_ttl(value, key, field)
+  local ttl = stored_int(value, key, field)
+  if ttl < 1 or ttl > 1000000000 then
+    huddle_error('corrupt', key .. ' ' .. field)
+  end
+  return ttl
+end
+
+local function check_log_top(nxt)
+  local top = redis.call('XREVRANGE', K_EVENTS, '+', '-', 'COUNT', 1)[1]
+  if top then
+    local last = string.match(top[1], '^0%-(%d+)$')
+    if not last or tonumber(last) >= nxt then
+      huddle_error('corrupt', K_META .. ' seq')
+    end
+  end
+end
+-- (H4) end of local copies
+
 local sid, agent, channel = ARGV[1], ARGV[2], ARGV[3]
 
-local meta = redis.call('HMGET', K_META, 'status', 'seq', 'ttl', 'ver')
-if not meta[1] then
-  huddle_error('session_not_found', sid)
-end
-local seq, ttl = tonumber(meta[2]), tonumber(meta[3])
+-- Everything read is checked before the first write: corrupt data refuses the join and writes nothing.
+local meta = session_meta(sid, 'seq', 'ttl', 'ver')
+local seq = stored_int(meta[2], K_META, 'seq')
+local ttl = stored_ttl(meta[3], K_META, 'ttl')
+local ver = stored_int(meta[4], K_META, 'ver')
 local now = now_ms()
 local current = redis.call('HGET', K_AGENTS, agent)
 if current then
   local joined = string.match(current, '^(%d+):')
+  if not joined then
+    huddle_error('corrupt', K_AGENTS .. ' ' .. agent)
+  end
   redis.call('HSET', K_AGENTS, agent, joined .. ':' .. fmt(now))
   return {seq, 0}
 end
 
 seq = seq + 1
+check_log_top(seq)
 append_event(seq, 'join', agent, now, '{}', nil)
 redis.call('HSET', K_AGENTS, agent, fmt(now) .. ':' .. fmt(now))
-redis.call('HSET', K_META, 'seq', fmt(seq), 'updated', fmt(now), 'ver', fmt(tonumber(meta[4]) + 1),
+redis.call('HSET', K_META, 'seq', fmt(seq), 'updated', fmt(now), 'ver', fmt(ver + 1),
   'status', 'active', 'grace', '0')
 expire_session(ttl * 1000)
 if channel ~= '' then

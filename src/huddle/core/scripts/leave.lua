@@ -2,19 +2,51 @@
 -- KEYS: the six session keys (see common.lua)
 -- ARGV[1] session id  ARGV[2] agent id  ARGV[3] grace ttl seconds  ARGV[4] global channel ('' = none)
 -- Returns {seq, left(1) | was not a member(0), remaining members}
+-- (H4) local copies of the shared checks requested for common.lua (same names; delete once common.lua has them)
+local function session_meta(sid, ...)
+  local meta = redis.call('HMGET', K_META, 'status', ...)
+  if meta[1] ~= 'active' and meta[1] ~= 'completed' then
+    if meta[1] or redis.call('EXISTS', K_META) == 1 then
+      huddle_error('corrupt', K_META .. ' status')
+    end
+    huddle_error('session_not_found', sid)
+  end
+  return meta
+end
+
+local function stored_ttl(value, key, field)
+  local ttl = stored_int(value, key, field)
+  if ttl < 1 or ttl > 1000000000 then
+    huddle_error('corrupt', key .. ' ' .. field)
+  end
+  return ttl
+end
+
+local function check_log_top(nxt)
+  local top = redis.call('XREVRANGE', K_EVENTS, '+', '-', 'COUNT', 1)[1]
+  if top then
+    local last = string.match(top[1], '^0%-(%d+)$')
+    if not last or tonumber(last) >= nxt then
+      huddle_error('corrupt', K_META .. ' seq')
+    end
+  end
+end
+-- (H4) end of local copies
+
 local sid, agent, grace, channel = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 
-local meta = redis.call('HMGET', K_META, 'status', 'seq', 'ttl', 'ver')
-if not meta[1] then
-  huddle_error('session_not_found', sid)
-end
-local seq = tonumber(meta[2])
+-- Everything read is checked before the first write: corrupt data refuses the leave and writes nothing.
+local meta = session_meta(sid, 'seq', 'ttl', 'ver')
+local seq = stored_int(meta[2], K_META, 'seq')
 if redis.call('HEXISTS', K_AGENTS, agent) == 0 then
   return {seq, 0, redis.call('HLEN', K_AGENTS)}
 end
+local ttl = stored_ttl(meta[3], K_META, 'ttl')
+local ver = stored_int(meta[4], K_META, 'ver')
 
 local now = now_ms()
 seq = seq + 1
+check_log_top(seq)
 append_event(seq, 'leave', agent, now, '{}', nil)
 redis.call('HDEL', K_AGENTS, agent)
 local remaining = redis.call('HLEN', K_AGENTS)
@@ -22,12 +54,12 @@ local in_grace = '0'
 if remaining == 0 or meta[1] == 'completed' then
   in_grace = '1'
 end
-redis.call('HSET', K_META, 'seq', fmt(seq), 'updated', fmt(now), 'ver', fmt(tonumber(meta[4]) + 1),
+redis.call('HSET', K_META, 'seq', fmt(seq), 'updated', fmt(now), 'ver', fmt(ver + 1),
   'grace', in_grace)
 if in_grace == '1' then
   expire_session(grace * 1000)
 else
-  expire_session(tonumber(meta[3]) * 1000)
+  expire_session(ttl * 1000)
 end
 if channel ~= '' then
   redis.call('PUBLISH', channel, notice('leave', sid, seq, agent, now))
