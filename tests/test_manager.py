@@ -318,3 +318,41 @@ async def test_draining_manager_refuses_new_sessions_and_events(manager: Session
     with pytest.raises(ShuttingDownError):
         await manager.create_session("a1")
     assert (await manager.checkpoint(sid)).startswith("cp-")
+
+
+async def test_local_members_forget_completed_gone_and_expired_sessions(
+    make_manager: Callable[..., Awaitable[SessionManager]],
+) -> None:
+    """``local_members`` (what a shutdown checkpoints) must not grow with every session a long-lived manager saw:
+    an entry goes when the session completes, when a call finds it gone, and at maintenance once it completed
+    elsewhere or expired."""
+    manager, other = await make_manager(), await make_manager()
+    done, gone, expired, elsewhere, live = [await manager.create_session("a1") for _ in range(5)]
+    await manager.join_session(live, "a2")
+    assert set(manager.local_members) == {done, gone, expired, elsewhere, live}
+
+    await manager.complete_session(done, "a1")
+    assert done not in manager.local_members
+
+    keys = manager.keys.session(gone)
+    await manager.client.delete(keys.meta, keys.events, keys.agents)  # as if it expired
+    with pytest.raises(SessionNotFoundError):
+        await manager.emit_event(gone, {"type": "modified"}, "a1")
+    assert gone not in manager.local_members
+
+    keys = manager.keys.session(expired)
+    await manager.client.delete(keys.meta, keys.events, keys.agents)  # expired, and nobody called since
+    await other.join_session(elsewhere, "b1")
+    await other.complete_session(elsewhere, "b1")
+    await manager.perform_maintenance()
+    assert manager.local_members == {live: {"a1", "a2"}}
+    await manager.leave_session(live, "a1")
+    assert manager.local_members == {live: {"a2"}}
+
+
+async def test_local_members_are_bounded(make_manager: Callable[..., Awaitable[SessionManager]]) -> None:
+    manager = await make_manager(max_local_sessions=3)
+    sids = [await manager.create_session("a1") for _ in range(5)]
+    await manager.join_session(sids[2], "a2")  # joining again makes it the newest entry
+    assert list(manager.local_members) == [sids[3], sids[4], sids[2]]
+    assert manager.local_members.evicted == 2

@@ -42,7 +42,8 @@ async def resume_from(
             if document.status != "active" or not members:
                 gone.append(session.session_id)
                 continue
-            manager.local_members.setdefault(session.session_id, set()).update(members)
+            for agent in members:
+                manager.local_members.add(session.session_id, agent)
             adopted.append(session.session_id)
     if replay is not None and data.recordings:
         recordings, failed = await _resume_recordings(replay, data)
