@@ -2,7 +2,8 @@
 
 Samples every --every seconds: process RSS, Redis used_memory, connected clients, asyncio tasks and the pool's
 connections; prints a line per sample and, at the end, start/end values and least-squares slopes per minute.
-No fault is injected: every error is counted and reported (expected 0).
+No fault is injected: every error is counted and reported (expected 0). Like a deployment, the process runs
+``perform_maintenance`` every --maintenance-every seconds (0: never, to see what skipping it costs).
 
     .venv/bin/python benchmarks/soak.py --minutes 10 --sessions 1000
 """
@@ -171,6 +172,21 @@ async def _recording(load: Load) -> None:
             load.errors[f"recording {type(exc).__name__}"] += 1
 
 
+async def _maintenance(load: Load, every: float) -> None:
+    """``perform_maintenance`` on a timer, as a deployment would run it (e.g. from cron or a background task)."""
+    while not load.stopping:
+        await asyncio.sleep(every)
+        try:
+            report = await load.manager.perform_maintenance()
+        except HuddleError as exc:
+            load.errors[f"maintenance {type(exc).__name__}"] += 1
+            continue
+        load.counts["maintenance runs"] += 1
+        load.counts["maintenance removed entries"] += (
+            report.removed_active_entries + report.removed_failure_entries + report.removed_agent_entries
+        )
+
+
 async def _sample(load: Load, server: EmbeddedRedis, process: psutil.Process, started: float) -> Sample:
     info = await load.manager.client.info()
     return Sample(
@@ -196,7 +212,14 @@ def _slope(samples: list[Sample], attr: str) -> float:
 
 
 async def main(
-    minutes: float, sessions: int, every: float, workers: int, rate: float, max_events: int, seed: int
+    minutes: float,
+    sessions: int,
+    every: float,
+    workers: int,
+    rate: float,
+    max_events: int,
+    seed: int,
+    maintenance_every: float,
 ) -> None:
     process = psutil.Process()
     async with EmbeddedRedis() as server:
@@ -212,6 +235,8 @@ async def main(
             tasks = [asyncio.create_task(_worker(load, workers / rate)) for _ in range(workers)]
             tasks += [asyncio.create_task(_subscriber(load)) for _ in range(SUBSCRIBERS)]
             tasks.append(asyncio.create_task(_recording(load)))
+            if maintenance_every > 0:
+                tasks.append(asyncio.create_task(_maintenance(load, maintenance_every)))
             samples: list[Sample] = []
             print("t_s rss_mb redis_used_mb redis_clients tasks pool_conns live_sessions emits local_members")
             while time.monotonic() - started < minutes * 60:
@@ -236,9 +261,12 @@ async def main(
     # the first minute is warm-up (pools, caches, sessions filling up): slopes are over the rest
     steady = [s for s in samples if s.at >= 60] or samples
     first, last = samples[0], samples[-1]
+    upkeep = (
+        f"perform_maintenance every {maintenance_every:g} s" if maintenance_every > 0 else "no maintenance"
+    )
     print(
         f"\nran {last.at / 60:.1f} min, {workers} workers paced to {rate:.0f} ops/s, {SUBSCRIBERS} subscribers,"
-        f" 1 recording at a time, max_events_per_session={max_events}"
+        f" 1 recording at a time, max_events_per_session={max_events}, {upkeep}"
     )
     print("counts:", dict(load.counts))
     print("errors:", dict(load.errors) or "none")
@@ -259,7 +287,12 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=1500, help="target operations per second (all workers)")
     parser.add_argument("--max-events", type=int, default=100, help="max_events_per_session (log cap)")
     parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args()
-    asyncio.run(
-        main(args.minutes, args.sessions, args.every, args.workers, args.rate, args.max_events, args.seed)
+    parser.add_argument(
+        "--maintenance-every",
+        type=float,
+        default=30,
+        help="seconds between perform_maintenance runs (0: never)",
     )
+    args = parser.parse_args()
+    options = (args.minutes, args.sessions, args.every, args.workers, args.rate, args.max_events, args.seed)
+    asyncio.run(main(*options, maintenance_every=args.maintenance_every))
