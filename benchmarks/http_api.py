@@ -20,6 +20,7 @@ import argparse
 import array
 import asyncio
 import contextlib
+import functools
 import json
 import multiprocessing
 import os
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import redis.asyncio
 
 from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
 from huddle.backend.embedded import free_port
@@ -54,7 +56,7 @@ def redis_url() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def served(url: str, namespace: str, max_streams: int) -> Iterator[tuple[str, int]]:
+def served(url: str, namespace: str, max_streams: int, *extra: str) -> Iterator[tuple[str, int]]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUDDLE_API_")}
     env.update({"HUDDLE_REDIS_URL": url, "HUDDLE_NAMESPACE": namespace})
@@ -67,6 +69,7 @@ def served(url: str, namespace: str, max_streams: int) -> Iterator[tuple[str, in
         str(port),
         "--max-streams",
         str(max_streams),
+        *extra,
     ]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
@@ -224,53 +227,81 @@ async def throughput(
 
 
 # -- 2. SSE fan-out ----------------------------------------------------------------------------------------
+class SseReader(asyncio.Protocol):
+    """One SSE stream read on a bare asyncio protocol (no task wake-up per read): it records when each seq
+    arrived and checks that seqs arrive in order, each once (it counts the ``id:`` lines of every read)."""
+
+    def __init__(
+        self, index: int, seen: array.array[float], request: bytes, done: asyncio.Future[None]
+    ) -> None:
+        self.index, self.seen, self.request, self.done = index, seen, request, done
+        self.headers_read = asyncio.get_running_loop().create_future()
+        self.head = b""
+        self.tail = b""
+        self.last = 1  # the stream starts after seq 1
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio's classes
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        if not self.headers_read.done():
+            self.head += data
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if b" 200 " not in self.head.split(b"\r\n", 1)[0]:
+                self.headers_read.set_exception(SystemExit(f"stream refused: {self.head!r}"))
+                return
+            self.headers_read.set_result(None)
+            data = self.head[end + 4 :]
+        if self.tail:
+            data = self.tail + data
+        cut = data.rfind(b"\n")
+        self.tail = data[cut + 1 :]
+        complete = data[: cut + 1]
+        found = complete.rfind(b"\nid: ")
+        if found >= 0:  # only the newest id of a read is parsed; the ids before it are counted
+            newest = int(complete[found + 5 : complete.index(b"\n", found + 5)])
+            counted = complete.count(b"\nid: ")
+            if counted != newest - self.last:
+                self.fail(f"stream {self.index}: {counted} events for seqs {self.last + 1}..{newest}")
+                return
+            self.seen[self.last + 1 : newest + 1] = array.array("d", [now]) * counted
+            self.last = newest
+        if b"event: completed" in complete and not self.done.done():
+            self.done.set_result(None)
+            assert self.transport is not None
+            self.transport.close()
+
+    def fail(self, message: str) -> None:
+        if not self.done.done():
+            self.done.set_exception(SystemExit(message))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.headers_read.done():
+            self.headers_read.set_exception(SystemExit(f"stream {self.index} closed before its headers"))
+        self.fail(f"stream {self.index} closed before the completed event")
+
+
 async def read_streams(port: int, session: str, readers: int, last_seq: int, out: str, ready: str) -> None:
+    loop = asyncio.get_running_loop()
     arrivals = [array.array("d", [0.0]) * (last_seq + 1) for _ in range(readers)]
-    connected = 0
-
-    async def one(index: int) -> None:
-        nonlocal connected
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(
-            f"GET /v1/sessions/{session}/events/stream?from_seq=2 HTTP/1.1\r\nHost: bench\r\n"
-            "Accept: text/event-stream\r\n\r\n".encode()
-        )
-        await writer.drain()
-        head = await reader.readuntil(b"\r\n\r\n")
-        if b" 200 " not in head.split(b"\r\n", 1)[0]:
-            raise SystemExit(f"stream refused: {head!r}")
-        connected += 1
-        if connected == readers:
-            await asyncio.to_thread(Path(ready).write_text, "ready")
-        seen = arrivals[index]
-        tail = b""
-        last = 1  # the stream starts after seq 1; events arrive in order, each once (counted to check it)
-        while True:
-            data = await reader.read(262144)
-            if not data:
-                break
-            now = time.monotonic()
-            if tail:
-                data = tail + data
-            cut = data.rfind(b"\n")
-            tail = data[cut + 1 :]
-            complete = data if cut == len(data) - 1 else data[: cut + 1]
-            found = complete.rfind(b"\nid: ")
-            if (
-                found >= 0
-            ):  # parse only the newest id of a read: cheap enough for 500 streams per second's events
-                newest = int(complete[found + 5 : complete.index(b"\n", found + 5)])
-                counted = complete.count(b"\nid: ")
-                if counted != newest - last:
-                    raise SystemExit(f"stream {index}: {counted} events for seqs {last + 1}..{newest}")
-                for seq in range(last + 1, newest + 1):
-                    seen[seq] = now
-                last = newest
-            if b"event: completed" in complete:
-                break
-        writer.close()
-
-    await asyncio.wait_for(asyncio.gather(*(one(n) for n in range(readers))), timeout=600)
+    request = (
+        f"GET /v1/sessions/{session}/events/stream?from_seq=2 HTTP/1.1\r\nHost: bench\r\n"
+        "Accept: text/event-stream\r\n\r\n"
+    ).encode()
+    streams: list[SseReader] = []
+    for index in range(readers):
+        done: asyncio.Future[None] = loop.create_future()
+        make = functools.partial(SseReader, index, arrivals[index], request, done)
+        _, stream = await loop.create_connection(make, "127.0.0.1", port)
+        streams.append(stream)
+    await asyncio.gather(*(stream.headers_read for stream in streams))
+    await asyncio.to_thread(Path(ready).write_text, "ready")
+    await asyncio.wait_for(asyncio.gather(*(stream.done for stream in streams)), timeout=600)
     await asyncio.to_thread(write_rows, out, arrivals)
 
 
@@ -307,6 +338,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+async def redis_cpu(url: str) -> float:
+    """CPU seconds redis-server has used (``INFO cpu``)."""
+    client = redis.asyncio.Redis.from_url(url)
+    try:
+        info = await client.info("cpu")
+    finally:
+        await client.aclose()
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 async def fanout(
     url: str, base: str, pid: int, namespace: str, args: argparse.Namespace
 ) -> dict[str, object]:
@@ -335,6 +376,9 @@ async def fanout(
         acks = array.array("d", [0.0]) * (last_seq + 1)
         interval = 1.0 / args.rate
         cpu_before = cpu_seconds(pid)
+        readers_before = sum(cpu_seconds(proc.pid) for proc in procs if proc.pid is not None)
+        writer_before = time.process_time()
+        redis_before = await redis_cpu(url)
         started = time.monotonic()
         for n in range(events):
             due = started + n * interval
@@ -346,6 +390,11 @@ async def fanout(
         elapsed = time.monotonic() - started
         achieved = events / elapsed
         server_cpu = (cpu_seconds(pid) - cpu_before) / elapsed
+        readers_cpu = (
+            sum(cpu_seconds(proc.pid) for proc in procs if proc.pid is not None) - readers_before
+        ) / elapsed
+        writer_cpu = (time.process_time() - writer_before) / elapsed
+        redis_cores = (await redis_cpu(url) - redis_before) / elapsed
         await manager.complete_session(session, "writer")  # the readers stop at the ``completed`` frame
     for proc in procs:
         proc.join(600)
@@ -374,6 +423,10 @@ async def fanout(
         "max_ms": max(latencies),
         "before_ack": sum(1 for value in latencies if value < 0),
         "server_cpu_cores": server_cpu,
+        "reader_procs_cpu_cores": readers_cpu,
+        "writer_cpu_cores": writer_cpu,
+        "redis_cpu_cores": redis_cores,
+        "reader_procs": args.reader_procs,
     }
 
 
@@ -436,6 +489,12 @@ def main() -> None:
     parser.add_argument("--readers", type=int, default=500)
     parser.add_argument("--reader-procs", type=int, default=2)
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s appended during the fan-out")
+    parser.add_argument(
+        "--coalesce-max-ms",
+        type=float,
+        default=None,
+        help="huddle serve --sse-coalesce-max-ms (default: its own)",
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the fan-out run")
     parser.add_argument(
         "--sequential", type=int, default=1000, help="calls per block for the blocking client"
@@ -451,7 +510,8 @@ def main() -> None:
     results: dict[str, object] = {"command": " ".join([".venv/bin/python", *sys.argv])}
     with redis_url() as url:
         namespace = f"bench{uuid.uuid4().hex[:6]}"
-        with served(url, namespace, max_streams=args.readers + 10) as (base, pid):
+        extra = [] if args.coalesce_max_ms is None else ["--sse-coalesce-max-ms", str(args.coalesce_max_ms)]
+        with served(url, namespace, args.readers + 10, *extra) as (base, pid):
             if args.only in (None, "throughput"):
                 results["append"] = run(throughput(url, base, pid, namespace, args), args.loop)
                 print(json.dumps({"append": results["append"]}), flush=True)

@@ -14,7 +14,6 @@ from .problems import InvalidRequestError, error_responses
 from .routes_sessions import etag
 from .schemas import ID_RE, MAX_BATCH, Emitted, EmittedBatch, EventPage, EventSubmission
 from .sse import SSE_MEDIA_TYPE, EventStreamResponse
-from .streams import with_retry_hint
 
 router = APIRouter(prefix="/v1", tags=["events"])
 JSON = "application/json"
@@ -128,24 +127,30 @@ async def stream_events(
         raise ShuttingDownError("the server is shutting down; reconnect to another instance")
     document = await ctx.manager.get_session(session_id)
     streams.slots.take()
-    body = with_retry_hint(
-        streams.session_events(session_id, start, completed=document.status == "completed"),
-        streams.settings.retry_ms,
-    )
     return EventStreamResponse(
-        body, send_timeout=streams.settings.send_timeout, on_close=streams.slots.give_back
+        streams.session_events(session_id, start, completed=document.status == "completed"),
+        send_timeout=streams.settings.send_timeout,
+        on_close=streams.slots.give_back,
+        retry_ms=streams.settings.retry_ms,
     )
 
 
 @router.get("/lifecycle/stream", response_class=Response, responses=STREAM_DOC)
 async def stream_lifecycle(ctx: Ctx, who: Caller) -> Response:
-    """Server-Sent Events: start, join, leave, complete and checkpoint notices of every session."""
+    """Server-Sent Events: start, join, leave, complete and checkpoint notices of every session from the moment
+    the response starts (the Redis subscription is confirmed first, so a join right after it is never missed)."""
     streams = ctx.streams
     if streams.closing:
         raise ShuttingDownError("the server is shutting down; reconnect to another instance")
     streams.slots.take()
+    try:
+        notices = await streams.lifecycle()  # subscribed before the response starts: no notice is missed
+    except BaseException:
+        streams.slots.give_back()
+        raise
     return EventStreamResponse(
-        with_retry_hint(streams.lifecycle(), streams.settings.retry_ms),
+        notices,
         send_timeout=streams.settings.send_timeout,
         on_close=streams.slots.give_back,
+        retry_ms=streams.settings.retry_ms,
     )

@@ -31,7 +31,8 @@ def frame(
 
 
 class EventStreamResponse(Response):
-    """Sends the frames of ``stream``; stops when the client disconnects.
+    """Sends the frames of ``stream`` (``retry_ms``: the reconnect delay put in the first event); stops when
+    the client disconnects.
 
     A send that takes longer than ``send_timeout`` (a reader that stopped reading while its socket buffer is
     full) ends the response, so a stuck reader holds no memory or slot for long; ``on_close`` always runs."""
@@ -43,6 +44,7 @@ class EventStreamResponse(Response):
         send_timeout: float,
         on_close: Callable[[], None] | None = None,
         headers: dict[str, str] | None = None,
+        retry_ms: int | None = None,
     ) -> None:
         super().__init__(
             None,
@@ -51,6 +53,7 @@ class EventStreamResponse(Response):
             headers={"cache-control": "no-store", "x-accel-buffering": "no", **(headers or {})},
         )  # x-accel-buffering: proxies must not buffer the stream
         self.stream = stream
+        self.retry_ms = retry_ms
         self.send_timeout = send_timeout
         self.on_close = on_close
 
@@ -95,8 +98,15 @@ class EventStreamResponse(Response):
             handle = loop.call_later(self.send_timeout / 2, watch)
 
         watch()
+        # The SSE ``retry`` field goes in the first event (a block of its own would be dispatched as an empty
+        # event by some clients).
+        hint = b"retry: %d\n" % self.retry_ms if self.retry_ms is not None else None
         try:
             async for chunk in self.stream:
+                if hint is not None and not chunk.startswith(b":"):
+                    if not chunk.startswith(b"retry:"):
+                        chunk = hint + chunk
+                    hint = None
                 sending_since = loop.time()
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 sending_since = None

@@ -13,7 +13,7 @@ from ..core.manager import SessionManager
 from ..errors import EventsTrimmedError, HuddleError, SessionNotFoundError
 from ..replay import SessionReplay
 from ..replay.models import ReplayFrame, ReplayOptions
-from .fanout import Encoded, Fanout, Subscriber, event_frame
+from .fanout import Coalescing, Fanout, Hub, Subscriber, event_frame
 from .limits import StreamSlots
 from .problems import problem_body
 from .sse import HEARTBEAT, frame
@@ -38,6 +38,18 @@ class StreamSettings:
     coalesce_ms: float = 5.0
     """Live events reaching a session's streams within this window are written to each stream together
     (0 = one write per event); bounds the wake-ups per stream when many streams follow one busy session."""
+    coalesce_per_stream_us: float = 10.0
+    """Past ``coalesce_ms``, the window grows by this much per stream following the session (up to
+    ``coalesce_max_ms``: 500 streams -> 5 ms, 1,000 -> 10 ms), so the wake-ups per second stay bounded."""
+    coalesce_max_ms: float = 25.0
+    """The widest coalescing window."""
+
+    def coalescing(self) -> Coalescing:
+        """The coalescing windows of these settings."""
+        minimum = self.coalesce_ms / 1000
+        return Coalescing(
+            minimum, self.coalesce_per_stream_us / 1e6, max(minimum, self.coalesce_max_ms / 1000)
+        )
 
 
 def error_frame(error: HuddleError, **extra: Any) -> bytes:
@@ -53,28 +65,13 @@ class SlowReaderError(HuddleError):
     code = "slow_reader"
 
 
-async def with_retry_hint(stream: AsyncIterator[bytes], retry_ms: int) -> AsyncIterator[bytes]:
-    """``stream`` with the SSE ``retry`` field put in its first event (a block of its own would be dispatched
-    as an empty event by some clients)."""
-    hinted = False
-    try:
-        async for chunk in stream:
-            if not hinted and not chunk.startswith(b":"):
-                hinted = True
-                if not chunk.startswith(b"retry:"):
-                    chunk = f"retry: {retry_ms}\n".encode() + chunk
-            yield chunk
-    finally:
-        await stream.aclose()  # type: ignore[attr-defined]
-
-
 class StreamService:
     """Serves every live stream of one app; ``close_all`` ends them with a retry hint (shutdown)."""
 
     def __init__(self, manager: SessionManager, settings: StreamSettings | None = None) -> None:
         self.manager = manager
         self.settings = settings or StreamSettings()
-        self.fanout = Fanout(manager, self.settings.coalesce_ms / 1000)
+        self.fanout = Fanout(manager, self.settings.coalescing(), self.settings.heartbeat)
         self.slots = StreamSlots(self.settings.max_streams)
         self.closing = False
         self._replay_waiters: set[asyncio.Event] = set()
@@ -99,10 +96,8 @@ class StreamService:
         ``completed``: the session was already completed when the stream was asked for (no live part)."""
         next_seq = max(from_seq, 1)
         if completed:
-            ended: Subscriber[Encoded] = Subscriber(1)
-            ended.end(None)
             try:
-                chunk, next_seq, _ = await self._ending(session_id, ended, next_seq)
+                chunk, next_seq, _ = await self._ending(session_id, None, next_seq)
             except HuddleError as exc:
                 chunk = error_frame(exc, resume_from_seq=next_seq)
             yield chunk
@@ -126,19 +121,19 @@ class StreamService:
                         error = SlowReaderError(f"the reader fell more than {sub.capacity} events behind")
                         yield error_frame(error, resume_from_seq=next_seq)
                         return
-                    if sub.items:
+                    if sub.pending:
                         chunk, next_seq = await self._drain(session_id, sub, next_seq)
                         if chunk:
                             yield chunk
                         continue
                     if sub.ended:
-                        chunk, next_seq, final = await self._ending(session_id, sub, next_seq)
+                        chunk, next_seq, final = await self._ending(session_id, sub.error, next_seq)
                         if chunk:
                             yield chunk
                         if final:
                             return
                         break  # the hub stopped but the session goes on: follow a new hub
-                    if not await sub.wait(self.settings.heartbeat):
+                    if not await sub.wait():
                         yield HEARTBEAT
             except EventsTrimmedError as exc:
                 yield error_frame(exc, resume_from_seq=next_seq)
@@ -163,11 +158,14 @@ class StreamService:
             next_seq = events[-1].seq + 1
         return chunk, next_seq, len(events) < page
 
-    async def _drain(self, session_id: str, sub: Subscriber[Encoded], next_seq: int) -> tuple[bytes, int]:
-        """Everything queued, as one chunk (a gap, which a hub started late could leave, is read from the log)."""
+    async def _drain(self, session_id: str, sub: Subscriber, next_seq: int) -> tuple[bytes, int]:
+        """Everything waiting, as one chunk (a gap, which a hub started late could leave, is read from the log)."""
+        items, joined = sub.take()
+        first, last = items[0][0], items[-1][0]
+        if first == next_seq and last - first == len(items) - 1:  # the usual case: the shared joined frames
+            return joined, last + 1
         parts: list[bytes] = []
-        while sub.items:
-            seq, data = sub.items.popleft()
+        for seq, data in items:
             if seq < next_seq:
                 continue
             while seq > next_seq:
@@ -178,12 +176,13 @@ class StreamService:
         return b"".join(parts), next_seq
 
     async def _ending(
-        self, session_id: str, sub: Subscriber[Encoded], next_seq: int
+        self, session_id: str, error: BaseException | None, next_seq: int
     ) -> tuple[bytes, int, bool]:
-        """Once the hub ended: the rest of the log, then ``completed`` or an error; (frames, next seq, final)."""
-        if isinstance(sub.error, HuddleError):
-            return error_frame(sub.error, resume_from_seq=next_seq), next_seq, True
-        if sub.error is not None:
+        """Once the hub ended (with ``error``): the rest of the log, then ``completed`` or an error frame;
+        returns (frames, next seq, final)."""
+        if isinstance(error, HuddleError):
+            return error_frame(error, resume_from_seq=next_seq), next_seq, True
+        if error is not None:
             return error_frame(HuddleError("the event feed failed"), resume_from_seq=next_seq), next_seq, True
         parts: list[bytes] = []
         try:
@@ -201,8 +200,13 @@ class StreamService:
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def lifecycle(self) -> AsyncIterator[bytes]:
-        """Lifecycle notices of every session as they happen (not replayed after a reconnect)."""
-        hub, sub = self.fanout.lifecycle(self.settings.buffer_events)
+        """Lifecycle notices of every session from now on (not replayed after a reconnect).
+
+        Subscribed before it returns: a notice published after this call is never missed."""
+        hub, sub = await self.fanout.lifecycle(self.settings.buffer_events)
+        return self._lifecycle(hub, sub)
+
+    async def _lifecycle(self, hub: Hub, sub: Subscriber) -> AsyncIterator[bytes]:
         try:
             while True:
                 if self.closing:
@@ -213,15 +217,15 @@ class StreamService:
                         SlowReaderError(f"the reader fell more than {sub.capacity} notices behind")
                     )
                     return
-                if sub.items:
-                    yield b"".join(data for _, data in (sub.items.popleft() for _ in range(len(sub.items))))
+                if sub.pending:
+                    yield sub.take()[1]
                     continue
                 if sub.ended:
                     yield error_frame(
                         sub.error if isinstance(sub.error, HuddleError) else HuddleError("the feed ended")
                     )
                     return
-                if not await sub.wait(self.settings.heartbeat):
+                if not await sub.wait():
                     yield HEARTBEAT
         finally:
             hub.remove(sub)

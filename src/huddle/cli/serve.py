@@ -196,6 +196,12 @@ def serve_command(
         min=0,
         help="Live events within this window are written to a stream together.",
     ),
+    coalesce_max_ms: float = typer.Option(
+        25.0,
+        "--sse-coalesce-max-ms",
+        min=0,
+        help="The widest window: past --sse-coalesce-ms it grows by 10 µs per stream following a session.",
+    ),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
 ) -> None:
     """Serve the HTTP API under /v1 (with SSE streams, /openapi.json, /mcp, /ui) and /health, /metrics."""
@@ -215,7 +221,11 @@ def serve_command(
         err_console.print("[yellow]note[/] no API tokens configured: every caller is an admin"
                           + ("" if insecure and not is_loopback(host) else "; serving on loopback only"))  # fmt: skip
     settings = StreamSettings(
-        heartbeat=heartbeat, buffer_events=sse_buffer, max_streams=max_streams, coalesce_ms=coalesce_ms
+        heartbeat=heartbeat,
+        buffer_events=sse_buffer,
+        max_streams=max_streams,
+        coalesce_ms=coalesce_ms,
+        coalesce_max_ms=coalesce_max_ms,
     )
     run = asyncio.run
     try:
