@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from .store import redis_boundary
 
 if TYPE_CHECKING:
     from .store import SessionStore
+
+log = logging.getLogger("huddle.core.analytics")
 
 BATCH = 500
 LOG_BATCH = 50
@@ -36,7 +39,7 @@ async def _live_active(store: SessionStore, candidates: list[str]) -> list[str]:
         async with store.client.pipeline(transaction=False) as pipe:
             for sid in chunk:
                 pipe.hget(store.keys.session(sid).meta, "status")
-            statuses = await pipe.execute()
+            statuses = await pipe.execute(raise_on_error=False)  # a damaged session is not live
         live.extend(sid for sid, status in zip(chunk, statuses, strict=True) if status == "active")
     return live
 
@@ -63,8 +66,8 @@ async def sessions_of_agent(store: SessionStore, agent_id: str) -> list[str]:
         async with store.client.pipeline(transaction=False) as pipe:
             for sid in chunk:
                 pipe.hexists(store.keys.session(sid).agents, agent_id)
-            found = await pipe.execute()
-        member.extend(sid for sid, hit in zip(chunk, found, strict=True) if hit)
+            found = await pipe.execute(raise_on_error=False)  # a damaged session is skipped
+        member.extend(sid for sid, hit in zip(chunk, found, strict=True) if hit is True or hit == 1)
     return member
 
 
@@ -89,9 +92,11 @@ class _SessionFigures:
     rates: list[float] = field(default_factory=list)
 
     def add(self, meta: list[str | None], members: list[str]) -> None:
+        """Fold one session in; raises ValueError (nothing folded) if a stored number is unreadable."""
         _, state, seq, grace, created, updated, broken = meta
-        self.sessions += 1
         events = int(seq or 0)
+        created_ms, updated_ms = int(created or 0), int(updated or created or 0)
+        self.sessions += 1
         self.events += events
         self.states[str(state)] += 1
         self.in_grace += grace == "1"
@@ -100,7 +105,6 @@ class _SessionFigures:
         self.agent_sessions.update(members)
         # Pairs of a very large session would dominate the cost quadratically; 64 members cover real teams.
         self.pairs.update(combinations(sorted(members)[:PAIR_MEMBERS], 2))
-        created_ms, updated_ms = int(created or 0), int(updated or created or 0)
         age = (self.now_ms - created_ms) / 1000
         self.created_hour += age <= 3600
         self.created_day += age <= 86400
@@ -124,9 +128,12 @@ async def _scan_logs(store: SessionStore, sids: list[str], logs: EventLogFigures
         async with store.client.pipeline(transaction=False) as pipe:
             for sid in chunk:
                 pipe.xrange(store.keys.session(sid).events, "-", "+")
-            replies = await pipe.execute()
-        for entries in replies:
-            logs.add_session(entries)
+            replies = await pipe.execute(raise_on_error=False)
+        for sid, entries in zip(chunk, replies, strict=True):
+            if isinstance(entries, Exception):
+                log.warning("stats: the event log of session %s is unreadable (%s); skipped", sid, entries)
+            else:
+                logs.add_session(entries)
 
 
 @redis_boundary
@@ -143,12 +150,24 @@ async def compute_stats(
                 keys = store.keys.session(sid)
                 pipe.hmget(keys.meta, ["status", "state", "seq", "grace", "created", "updated", "broken"])
                 pipe.hkeys(keys.agents)
-            replies = await pipe.execute()
+            replies = await pipe.execute(raise_on_error=False)
         live: list[str] = []
         for sid, meta, members in zip(chunk, replies[::2], replies[1::2], strict=True):
+            # one damaged session must not take the statistics of all the others down: it is skipped (logged)
+            if isinstance(meta, Exception) or isinstance(members, Exception):
+                log.warning(
+                    "stats: session %s is unreadable (%s); skipped",
+                    sid,
+                    meta if isinstance(meta, Exception) else members,
+                )
+                continue
             if meta[0] != "active":
                 continue
-            figures.add(meta, members)
+            try:
+                figures.add(meta, members)
+            except ValueError as exc:
+                log.warning("stats: session %s holds an unreadable number (%s); skipped", sid, exc)
+                continue
             live.append(sid)
         if scan_events and live:
             await _scan_logs(store, live, logs)

@@ -40,6 +40,8 @@ class EventLogFigures:
 
     failure_states: frozenset[str]
     scanned: int = 0
+    unreadable: int = 0
+    """Entries skipped because a field could not be read (damaged data)."""
     types: Counter[str] = field(default_factory=Counter)
     agent_events: Counter[str] = field(default_factory=Counter)
     handoffs: Counter[tuple[str, str | None]] = field(default_factory=Counter)
@@ -52,7 +54,11 @@ class EventLogFigures:
         state: str | None = None
         failing_since: int | None = None
         for _, fields in entries:
-            etype, actor, ts = fields["t"], fields["a"], int(fields["ts"])
+            try:
+                etype, actor, ts = fields["t"], fields["a"], int(fields["ts"])
+            except (KeyError, ValueError):
+                self.unreadable += 1  # a damaged entry is skipped, not fatal to the statistics
+                continue
             self.scanned += 1
             self.types[etype] += 1
             payload = fields.get("d") or ""
@@ -66,8 +72,9 @@ class EventLogFigures:
             previous_actor = actor
             was_failing = state in self.failure_states
             if '"state_transition"' in payload:
-                transition = json.loads(payload).get("state_transition") or {}
-                state = transition.get("to", state)
+                transition = _body(payload).get("state_transition")
+                if isinstance(transition, dict) and isinstance(transition.get("to"), str):
+                    state = transition["to"]
             fails = etype == EventType.BROKE or (state in self.failure_states and not was_failing)
             fixes = etype == EventType.FIXED or (was_failing and state not in self.failure_states)
             if failing_since is None and fails:
@@ -88,7 +95,15 @@ class EventLogFigures:
         ]
 
 
+def _body(payload: str) -> dict[str, Any]:
+    """The stored payload as a JSON object ({} when empty or unreadable)."""
+    try:
+        body = json.loads(payload) if payload else {}
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 def _data(payload: str) -> dict[str, Any]:
-    body = json.loads(payload) if payload else {}
-    data = body.get("data") if isinstance(body, dict) else None
+    data = _body(payload).get("data")
     return data if isinstance(data, dict) else {}
