@@ -21,7 +21,7 @@ slow = [
 
 def _assert_clean(result: RunResult, *, min_faults: int) -> None:
     report = result.report
-    print(f"{result.scenario.name}: {report} errors={dict(result.errors)} in {result.seconds:.1f}s")
+    print(f"{result.name}: {report} errors={dict(result.errors)} in {result.seconds:.1f}s")
     assert report.problems == []
     assert report.lost == 0 and report.doubled == 0
     assert report.acknowledged == report.calls, "a call gave up after all its retries"

@@ -159,6 +159,37 @@ class EmbeddedSentinel:
         _wait_until(promoted, timeout, "the sentinels to promote a replica")
         return self.master()
 
+    def wait_replicated(self, timeout: float = 30.0) -> EmbeddedRedis:
+        """Wait until every running server other than the master replicates it with its link up, the master
+        counts them online, and every sentinel sees them as healthy replicas; returns the master."""
+
+        def replicated() -> bool:
+            master = self.master()
+            others = [server for server in self.servers if server.running and server.port != master.port]
+            for server in others:
+                info = _admin(server.port).info("replication")
+                if info.get("role") != "slave" or int(info.get("master_port", 0)) != master.port:
+                    return False
+                if info.get("master_link_status") != "up":
+                    return False
+            online = [
+                value for key, value in _admin(master.port).info("replication").items()
+                if key.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+            ]  # fmt: skip
+            if len(online) < len(others):
+                return False
+            for sentinel in self.sentinels:
+                replicas = _admin(sentinel.port).execute_command("SENTINEL", "REPLICAS", self.service)
+                healthy = [
+                    r for r in replicas if "s_down" not in _flags(r) and "disconnected" not in _flags(r)
+                ]
+                if len(healthy) < len(others):
+                    return False
+            return True
+
+        _wait_until(replicated, timeout, "every replica to follow the master and the sentinels to see them")
+        return self.master()
+
     def stop(self) -> None:
         """Stop sentinels and servers and remove their data."""
         sentinels, self.sentinels = self.sentinels, []

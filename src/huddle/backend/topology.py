@@ -6,7 +6,10 @@ Everything runs the same ``redis-server`` binary that ``EmbeddedRedis`` finds; i
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -61,6 +64,20 @@ def _wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 def _admin(port: int) -> redis.Redis:
     return redis.Redis(host="127.0.0.1", port=port, decode_responses=True, socket_timeout=5)
+
+
+def pause_node(node: EmbeddedRedis) -> int:
+    """SIGSTOP a running server (a stalled process: it answers nobody, its sockets stay open); returns the pid
+    for ``resume_node``."""
+    pid = int(_admin(node.port).info("server")["process_id"])
+    os.kill(pid, signal.SIGSTOP)
+    return pid
+
+
+def resume_node(pid: int) -> None:
+    """SIGCONT a server paused by ``pause_node`` (a no-op if it is gone)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGCONT)
 
 
 def binary_version(binary: str) -> tuple[int, ...]:
@@ -240,7 +257,10 @@ class EmbeddedCluster:
             cluster_info = str(admin.execute_command("CLUSTER", "INFO"))
             # With ``cluster-require-full-coverage no`` a node says ``ok`` before gossip has told it who
             # serves every slot; a client that reads CLUSTER SLOTS from it then lacks slots.
-            if "cluster_state:ok" not in cluster_info or f"cluster_slots_assigned:{SLOTS}" not in cluster_info:
+            if (
+                "cluster_state:ok" not in cluster_info
+                or f"cluster_slots_assigned:{SLOTS}" not in cluster_info
+            ):
                 return False
             info = admin.info("replication")
             if info.get("role") == "slave" and info.get("master_link_status") != "up":
@@ -300,6 +320,52 @@ class EmbeddedCluster:
 
         _wait_until(promoted, timeout, f"a replica to replace master :{dead.port}")
         return self.node_of_slot(slots[0])
+
+    def _admin_except(self, node: EmbeddedRedis) -> redis.Redis:
+        """An admin client of a running node other than ``node`` (which may be paused)."""
+        for other in self.nodes:
+            if other.running and other.port != node.port:
+                return _admin(other.port)
+        raise EmbeddedRedisError("no other cluster node is running")
+
+    def wait_for_takeover(self, old: EmbeddedRedis, slot: int, timeout: float = 30.0) -> EmbeddedRedis:
+        """Wait until another node serves ``slot`` instead of ``old`` (dead or paused: it is never asked) and
+        answers as a master; returns that node."""
+        found: list[EmbeddedRedis] = []
+
+        def promoted() -> bool:
+            found.clear()
+            for first, last, master, *_ in self._admin_except(old).execute_command("CLUSTER", "SLOTS"):
+                if int(first) <= slot <= int(last) and int(master[1]) != old.port:
+                    node = next(n for n in self.nodes if n.port == int(master[1]))
+                    if _admin(node.port).info("replication").get("role") == "master":
+                        found.append(node)
+            return bool(found)
+
+        _wait_until(promoted, timeout, f"a replica to take slot {slot} over from :{old.port}")
+        return found[0]
+
+    def wait_replica_of(self, node: EmbeddedRedis, master: EmbeddedRedis, timeout: float = 30.0) -> None:
+        """Wait until ``node`` (restarted, or resumed after a pause) replicates ``master`` with its link up and
+        every node says the cluster is ok; a former master left with no slots is told to replicate."""
+        master_id = str(_admin(master.port).execute_command("CLUSTER", "MYID"))
+
+        def in_sync() -> bool:
+            admin = _admin(node.port)
+            info = admin.info("replication")
+            if info.get("role") == "master":
+                myself = next(
+                    line for line in str(admin.execute_command("CLUSTER", "NODES")).splitlines()
+                    if "myself" in line
+                )  # fmt: skip
+                if len(myself.split()) <= 8:  # no slot ranges left: it lost them to the new master
+                    admin.execute_command("CLUSTER", "REPLICATE", master_id)
+                return False
+            if info.get("master_link_status") != "up" or int(info.get("master_port", 0)) != master.port:
+                return False
+            return self._healthy()
+
+        _wait_until(in_sync, timeout, f"node :{node.port} to replicate :{master.port}")
 
     def migrate_slot(self, slot: int, target: EmbeddedRedis, batch: int = 100) -> int:
         """Move ``slot`` to ``target`` like ``redis-cli --cluster reshard`` does; returns the keys moved."""
