@@ -17,7 +17,7 @@ if not meta[1] then
   end
   huddle_error('session_not_found', sid)
 end
-local seq, first = tonumber(meta[1]), tonumber(meta[2] or '1')
+local seq, first = stored_int(meta[1], K_META, 'seq'), stored_int(meta[2] or '1', K_META, 'first')
 local now = now_ms()
 local held = 0
 if op == 'set' then
