@@ -45,6 +45,7 @@ def main() -> int:
     print(f"total {fuzz.requests} requests in {elapsed:.0f} s; server exit code {code}")
     print(fuzz.table())
     print(f"failures: {fuzz.failure_count} ({len(fuzz.failures)} distinct)")
+    print("exceptions in the server log:", *fuzz.log.errors() or ["none"], sep="\n  ")
     for text in fuzz.failures.values():
         print("\n" + text)
     return 1 if fuzz.failures or code != 0 else 0

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import IO, Any, cast
 
 import schemathesis
 from api_support import ApiServer, auth
@@ -35,6 +37,26 @@ KNOWN_SESSIONS = ("known-alice", "known-bob", "known-shared")
 AGENT_IDS = ("alice", "bob", "carol")
 
 
+class ServerLog:
+    """Reads the server's stdout and stderr as they come: a long campaign logs more than a pipe holds, and a
+    server blocked writing its log stops answering. Keeps the tracebacks of internal errors to report."""
+
+    def __init__(self, server: ApiServer) -> None:
+        self.lines: list[str] = []
+        for stream in (server.process.stdout, server.process.stderr):
+            threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream: IO[bytes] | None) -> None:
+        for line in iter(stream.readline, b"") if stream is not None else ():
+            if len(self.lines) < 20_000:
+                self.lines.append(line.decode(errors="replace").rstrip())
+
+    def errors(self) -> list[str]:
+        """The last line of each logged traceback (the exception), once each."""
+        found = [line for line in self.lines if re.match(r"^[\w.]+(Error|Exception)\b", line)]
+        return sorted(set(found))
+
+
 def seed(server: ApiServer) -> None:
     """Sessions for the generated requests to find: alice's, bob's, and one both are members of."""
     for sid, agent in (("known-alice", "alice"), ("known-bob", "bob"), ("known-shared", "bob")):
@@ -55,6 +77,7 @@ class HttpFuzz:
     failure_count: int = 0
 
     def __post_init__(self) -> None:
+        self.log = ServerLog(self.server)
         self.schema = schemathesis.openapi.from_url(f"{self.server.base}/openapi.json")
         self.schema.config.update(base_url=self.server.base)
         self.view = RedisView(self.redis_url, self.server.namespace)
@@ -84,6 +107,9 @@ class HttpFuzz:
             case.validate_response(response, checks=CHECKS, headers=headers)
         except (Exception, BaseExceptionGroup) as exc:  # FailureGroup: keep going, report every kind once
             problems.append((type(exc).__name__ + ":" + _first_line(str(exc)), str(exc)))
+        if response.status_code >= 500:
+            time.sleep(0.05)  # let the reader thread take the server's traceback
+            problems.append(("server-log", "server log: " + " | ".join(self.log.lines[-2:])))
         if response.status_code >= 400:
             problems += _problem_document(response)
         if before is not None and 400 <= response.status_code < 500:

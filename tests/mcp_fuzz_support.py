@@ -13,9 +13,11 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx2
 import redis
 from hypothesis import strategies as st
 from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult
 
 from huddle import SessionManager, SessionManagerConfig, errors
@@ -334,6 +336,18 @@ def in_memory(caller: Caller) -> ClientFactory:
     @asynccontextmanager
     async def connect(manager: SessionManager) -> AsyncIterator[Client]:
         async with Client(create_mcp_server(manager, lambda _ctx: caller)) as client:
+            yield client
+
+    return connect
+
+
+def over_http(url: str, headers: dict[str, str]) -> ClientFactory:
+    """An SDK Streamable HTTP client of ``url`` (``/mcp`` of ``huddle serve``) sending ``headers``."""
+
+    @asynccontextmanager
+    async def connect(_manager: SessionManager) -> AsyncIterator[Client]:
+        http = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=120))
+        async with http, Client(streamable_http_client(url, http_client=http)) as client:
             yield client
 
     return connect

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from api_support import ApiServer, auth
 from hypothesis import HealthCheck, given, settings
 from mcp_fuzz_support import (
     McpDriver,
@@ -21,6 +22,7 @@ from mcp_fuzz_support import (
     check_call,
     in_memory,
     outcome_of,
+    over_http,
     seed,
     sendable,
     tool_calls,
@@ -32,7 +34,11 @@ from huddle import EmbeddedRedis
 from huddle.api.mcp import Caller
 
 EXAMPLES = int(os.environ.get("HUDDLE_FUZZ_MCP_EXAMPLES", "300"))
+OVER_HTTP = os.environ.get("HUDDLE_FUZZ_MCP_HTTP") == "1"
+"""Also call through ``/mcp`` of a real ``huddle serve`` with an agent, an observer and an admin token."""
 AGENT_OF = {"fuzz-a": "fuzz-a", "fuzz-c": "fuzz-c", "observer": None}
+if OVER_HTTP:
+    AGENT_OF |= {"http-alice": "alice", "http-observer": None, "http-admin": None}
 """Identity -> the agent its writes must be recorded under (None: may not write)."""
 
 
@@ -45,15 +51,17 @@ class Campaign:
         def stdio(_manager: object) -> object:
             return stdio_agent("fuzz-a", server.url, namespace)
 
-        self.driver = McpDriver(
-            server.url,
-            namespace,
-            {
-                "fuzz-a": stdio,  # type: ignore[dict-item]
-                "fuzz-c": in_memory(Caller(agent_id="fuzz-c")),
-                "observer": in_memory(Caller(agent_id=None, role="observer")),
-            },
-        )
+        clients = {
+            "fuzz-a": stdio,
+            "fuzz-c": in_memory(Caller(agent_id="fuzz-c")),
+            "observer": in_memory(Caller(agent_id=None, role="observer")),
+        }
+        self.api: ApiServer | None = None
+        if OVER_HTTP:
+            self.api = ApiServer(server.url, namespace=namespace)
+            for who in ("alice", "observer", "admin"):
+                clients[f"http-{who}"] = over_http(f"{self.api.base}/mcp", auth(who))
+        self.driver = McpDriver(server.url, namespace, clients)  # type: ignore[arg-type]
         assert self.driver.manager is not None
         manager = self.driver.manager
         self.driver.run(lambda: seed(manager))
@@ -80,6 +88,8 @@ def campaign(redis_server: EmbeddedRedis) -> Iterator[Campaign]:
     yield run
     run.view.close()
     run.driver.close()
+    if run.api is not None:
+        assert run.api.stop() == 0
 
 
 def test_fuzzed_tool_calls_end_in_a_result_or_a_typed_tool_error(campaign: Campaign) -> None:
