@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -129,26 +130,21 @@ def test_heartbeats_on_an_idle_stream_and_the_lifecycle_stream(api: ApiServer) -
             assert response.headers["content-type"].startswith("text/event-stream")
             lines = response.iter_lines()
             assert ": heartbeat" in [next(lines) for _ in range(2)]  # nothing else happens: heartbeats
-        notices: list[dict[str, Any]] = []
-        found = threading.Event()
-
-        def join() -> None:  # pub/sub is not replayed: join until the stream's subscription has seen one
-            for agent in ("bob", "carol", *(f"extra{n}" for n in range(50))):
-                body = {"agent_id": agent}
-                api.request("admin", "POST", f"/v1/sessions/{session}/members", json=body)
-                if found.wait(0.2):
-                    return
-
-        joiner = threading.Thread(target=join)
-        with connect_sse(client, "GET", "/v1/lifecycle/stream") as source:
-            joiner.start()
-            for sse in source.iter_sse():
-                notices.append({"event": sse.event, **json.loads(sse.data)})
-                if sse.event == "join" and notices[-1]["session_id"] == session:
-                    found.set()
-                    break
-        joiner.join()
-    assert notices[-1]["session_id"] == session and notices[-1]["actor"]
+        # One join right after the stream answered: its subscription is live before the response starts.
+        with client.stream("GET", "/v1/lifecycle/stream") as response:
+            api.request("admin", "POST", f"/v1/sessions/{session}/members", json={"agent_id": "bob"})
+            notices: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 5  # heartbeats every 0.2 s keep the lines coming meanwhile
+            event = ""
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    notices.append({"event": event, **json.loads(line[6:])})
+                    if event == "join" and notices[-1]["session_id"] == session:
+                        break
+                assert time.monotonic() < deadline, f"the join was missed; saw {notices}"
+    assert notices[-1]["actor"] == "bob"
 
 
 def test_access_rules_per_role(api: ApiServer) -> None:

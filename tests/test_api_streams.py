@@ -7,6 +7,7 @@ import json
 import signal
 import threading
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ from api_support import ApiServer, auth
 from httpx_sse import connect_sse
 
 from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
+from huddle.api.fanout import Coalescing, Encoded, Hub
 from huddle.api.sse import HEARTBEAT
 from huddle.api.streams import StreamService, StreamSettings
 
@@ -55,6 +57,29 @@ async def test_a_slow_reader_is_closed_with_its_resume_id_and_never_delays_anoth
         await anext(slow)
     await fast.aclose()  # type: ignore[attr-defined]
     await service.fanout.close()
+
+
+async def test_a_hub_joins_a_window_once_for_all_caught_up_streams_and_marks_laggards() -> None:
+    queue: asyncio.Queue[Encoded] = asyncio.Queue()
+
+    async def feed() -> AsyncIterator[Encoded]:
+        while True:
+            yield await queue.get()
+
+    hub = Hub("t", feed, lambda _: None, Coalescing(0.001, 0.0, 0.001), heartbeat=0.05)
+    hub.start()
+    first, second, lagging = hub.add(100), hub.add(100), hub.add(2)
+    for seq in (1, 2, 3):
+        queue.put_nowait((seq, b"f%d" % seq))
+    assert await first.wait() and await second.wait()
+    (items, joined), (_, joined_again) = first.take(), second.take()
+    assert [seq for seq, _ in items] == [1, 2, 3] and joined == b"f1f2f3"
+    assert joined_again is joined  # one join for both streams
+    assert lagging.overflowed and not first.overflowed  # 3 frames wait for a stream of capacity 2
+    assert await first.wait() is False  # nothing new: a heartbeat is due after 0.05 s
+    await hub.stop()
+    assert Coalescing().window(10) == 0.005 and Coalescing().window(1000) == 0.01
+    assert Coalescing().window(10_000) == 0.025
 
 
 async def test_a_reader_behind_trimming_gets_a_typed_error_event(make_manager: Any) -> None:
