@@ -13,6 +13,7 @@ from ..errors import (
     CheckpointNotFoundError,
     ConfigError,
     ConflictError,
+    CorruptSessionDataError,
     EventsTrimmedError,
     HuddleError,
     InvalidEventError,
@@ -125,6 +126,7 @@ STATUS: list[tuple[type[HuddleError], int]] = [
     (InvalidMigrationRequestError, 422),
     (ConfigError, 422),
     (ReplayError, 409),
+    (CorruptSessionDataError, 500),  # stored data huddle cannot read: the server's problem, not the caller's
     (RedisUnavailableError, 503),
     (ShuttingDownError, 503),
     (RedisPermissionError, 503),
@@ -178,6 +180,8 @@ def problem_body(exc: HuddleError, instance: str | None = None) -> Problem:
 def problem_response(exc: HuddleError, instance: str | None = None) -> Response:
     """``exc`` as an ``application/problem+json`` response (with ``Retry-After`` on 503)."""
     body = problem_body(exc, instance)
+    if body.status == 500:  # a server-side problem (e.g. stored data huddle cannot read): make it visible
+        log.error("%s on %s: %s", exc.code, instance, exc.message)
     headers: dict[str, str] = {}
     if body.status == 503:
         retry = exc.retry_after if isinstance(exc, ApiError) and exc.retry_after else RETRY_AFTER_SECONDS

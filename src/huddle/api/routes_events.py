@@ -21,8 +21,18 @@ Ctx = Annotated[ApiContext, Depends(context)]
 Caller = Annotated[Identity, Depends(caller)]
 SessionId = Annotated[str, Path(pattern=ID_RE)]
 _ETAG = re.compile(r'^\s*(?:W/)?"?(\d{1,18})"?\s*$')
+SSE_EVENT = {
+    "type": "object",
+    "description": "one Server-Sent Event (schemathesis and OpenAPI 3.2 read this schema per event)",
+    "properties": {
+        "event": {"type": "string"},
+        "data": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
 STREAM_DOC = {
-    200: {"description": "Server-Sent Events", "content": {SSE_MEDIA_TYPE: {"schema": {"type": "string"}}}},
+    200: {"description": "Server-Sent Events", "content": {SSE_MEDIA_TYPE: {"schema": SSE_EVENT}}},
     **error_responses(401, 404, 410, 422, 503),
 }
 
