@@ -100,6 +100,14 @@ class EventsTrimmedError(HuddleError):
     code = "events_trimmed"
 
 
+class EventsRolledBackError(HuddleError):
+    """Events a subscription delivered were replaced after a Redis failover lost them (asynchronous replication).
+
+    ``first_changed_seq`` is the first delivered seq whose stored event differs (or is gone); resubscribe from it."""
+
+    code = "events_rolled_back"
+
+
 class CheckpointNotFoundError(HuddleError, LookupError):
     """No checkpoint with this id exists for the session."""
 
