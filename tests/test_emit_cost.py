@@ -14,57 +14,96 @@ import redis.asyncio as aioredis
 
 from huddle import EmbeddedRedis, NotAMemberError, SessionManager, SessionManagerConfig
 from huddle.backend.acl import create_acl_user
+from huddle.backend.autopipeline import marks_resends, retry_mark
 from huddle.core.store import EmitResult
 
 MakeManager = Callable[..., Awaitable[SessionManager]]
 EVENT = {"type": "modified", "data": {"n": 1}}
 
 
-def emit_args(manager: SessionManager, sid: str, actor: str, token: str) -> list[str | int]:
-    """emit.lua's arguments as ``emit_event`` builds them (defaults, internal retry token)."""
-    cfg = manager.config
+async def emit_args(
+    manager: SessionManager, sid: str, actor: str, token: str, mode: str | memoryview
+) -> list[Any]:
+    """emit.lua's arguments as ``emit_event`` builds them (defaults), with the given token and token mode."""
     keys = manager.keys.session(sid)
-    return [
-        sid, actor, "modified", '{"data":{"n":1}}', token, "", "", "", 1, cfg.checkpoint_interval,
-        cfg.max_events_per_session, keys.channel, "broken", "", 50, cfg.index_refresh_ms,
-        cfg.max_checkpoints_per_session, "", "",
-    ]  # fmt: skip
+    settings = await manager._settings(True, True)
+    return [sid, actor, "modified", '{"data":{"n":1}}', token, "", "", "", settings, keys.channel, mode]
 
 
-async def test_a_resent_append_with_the_same_retry_token_returns_its_seq_and_writes_nothing(
+async def test_a_resent_append_with_a_claimed_token_returns_its_seq_and_writes_nothing(
     manager: SessionManager,
 ) -> None:
-    """What redis-py's retry or the auto-pipeline's re-send does after a lost reply: the same command again."""
+    """Mode 'z' (redis-py's own paths re-send identical bytes): the token is claimed in the tokens zset."""
     sid = await manager.create_session("a1")
     keys = manager.keys.session(sid)
-    args = emit_args(manager, sid, "a1", os.urandom(8).hex())
-    first = await manager.store.emit(keys, keys.emit, list(args))
+    args = await emit_args(manager, sid, "a1", os.urandom(8).hex(), "z")
+    first = await manager._run_emit(keys.emit, list(args), 0, 0)
     await manager.emit_event(sid, EVENT, "a1")  # another writer in between
     length, version = await manager.client.xlen(keys.events), (await manager.get_session(sid)).version
-    again = await manager.store.emit(keys, keys.emit, list(args))
+    again = await manager._run_emit(keys.emit, list(args), 0, 0)
     assert first == 2  # a plain append answers with its seq alone
     assert isinstance(again, EmitResult) and again.seq == 2 and again.duplicate
     assert await manager.client.xlen(keys.events) == length
     assert (await manager.get_session(sid)).version == version
-    # the retry token is not stored in the event (no 'k' field) and not in the caller-keys hash
     entries = await manager.client.xrange(keys.events, "0-2", "0-2")
-    assert "k" not in entries[0][1]
+    assert "k" not in entries[0][1] and "r" not in entries[0][1]  # not in the event, not a caller key
     assert await manager.client.hlen(keys.idem) == 0
+    assert await manager.client.zscore(keys.tokens, args[4]) == 2
 
 
-async def test_a_refused_append_gives_its_retry_token_back(manager: SessionManager) -> None:
+async def test_a_first_send_rides_on_its_event_and_its_re_send_finds_it(manager: SessionManager) -> None:
+    """Mode 'f' (auto-pipelined client): nothing but an 'r' field on the event; the auto-pipeline turns the mark
+    into 'r' once the command is on the wire, and the re-sent command finds the event in the log."""
     sid = await manager.create_session("a1")
     keys = manager.keys.session(sid)
-    with pytest.raises(NotAMemberError):
-        await manager.emit_event(sid, EVENT, "stranger")
-    assert await manager.client.exists(keys.tokens) == 0
+    assert marks_resends(manager.client)
+    mark = retry_mark()
+    args = await emit_args(manager, sid, "a1", "tok-first", mark)
+    assert await manager._run_emit(keys.emit, list(args), 0, 0) == 2
+    assert bytes(mark) == b"r"  # packed for the wire: any later send of this command says it is a re-send
+    entries = await manager.client.xrange(keys.events, "0-2", "0-2")
+    assert entries[0][1]["r"] == "tok-first"
+    assert await manager.client.exists(keys.tokens) == 0  # no per-event write beyond the event itself
+    for _ in range(70):  # the re-send is found even when it is not among the last 64 events
+        await manager.emit_event(sid, EVENT, "a1")
+    length, version = await manager.client.xlen(keys.events), (await manager.get_session(sid)).version
+    again = await manager._run_emit(keys.emit, list(args), 0, 0)
+    assert isinstance(again, EmitResult) and again.seq == 2 and again.duplicate
+    assert await manager.client.xlen(keys.events) == length
+    assert (await manager.get_session(sid)).version == version
+
+
+async def test_a_first_send_that_arrives_after_its_re_send_writes_nothing(manager: SessionManager) -> None:
+    """Reordered delivery (the first send delayed on a dead connection): the re-send wrote and marked meta 'rt',
+    so the late first send checks the tokens zset and returns the same seq."""
+    sid = await manager.create_session("a1")
+    keys = manager.keys.session(sid)
+    resent = await manager._run_emit(keys.emit, await emit_args(manager, sid, "a1", "tok-late", "r"), 0, 0)
+    assert resent == 2 and await manager.client.zscore(keys.tokens, "tok-late") == 2
     await manager.emit_event(sid, EVENT, "a1")
+    length = await manager.client.xlen(keys.events)
+    late = await manager._run_emit(keys.emit, await emit_args(manager, sid, "a1", "tok-late", "f"), 0, 0)
+    assert isinstance(late, EmitResult) and late.seq == 2 and late.duplicate
+    assert await manager.client.xlen(keys.events) == length
+    assert 0 < await manager.client.pttl(keys.tokens) <= manager.config.default_ttl * 1000
+
+
+async def test_a_refused_append_gives_its_retry_token_back(make_manager: MakeManager) -> None:
+    plain = await make_manager(auto_pipeline=False)  # mode 'z': tokens are claimed in the zset
+    assert not marks_resends(plain.client)
+    sid = await plain.create_session("a1")
+    keys = plain.keys.session(sid)
     with pytest.raises(NotAMemberError):
-        await manager.emit_event(sid, EVENT, "stranger")
-    assert await manager.client.zcard(keys.tokens) == 2  # the first append's token and the set's sentinel
+        await plain.emit_event(sid, EVENT, "stranger")
+    assert await plain.client.exists(keys.tokens) == 0
+    await plain.emit_event(sid, EVENT, "a1")
+    with pytest.raises(NotAMemberError):
+        await plain.emit_event(sid, EVENT, "stranger")
+    assert await plain.client.zcard(keys.tokens) == 2  # the first append's token and the set's sentinel
 
 
-async def test_every_session_key_gets_the_ttl_including_the_tokens_zset(manager: SessionManager) -> None:
+async def test_every_session_key_gets_the_ttl_including_the_tokens_zset(make_manager: MakeManager) -> None:
+    manager = await make_manager(auto_pipeline=False)
     sid = await manager.create_session("a1", ttl=600)
     await manager.emit_event(sid, EVENT, "a1")
     keys = manager.keys.session(sid)
@@ -74,8 +113,9 @@ async def test_every_session_key_gets_the_ttl_including_the_tokens_zset(manager:
     assert 0 < await manager.client.pttl(keys.idem) <= 600_000  # created by this call: it gets the lifetime
 
 
-async def test_a_new_tokens_zset_gets_a_ttl_even_within_the_drift_bound(manager: SessionManager) -> None:
+async def test_a_new_tokens_zset_gets_a_ttl_even_within_the_drift_bound(make_manager: MakeManager) -> None:
     """The tokens zset lost (FLUSH of that key, an import): the next append must not leave it without TTL."""
+    manager = await make_manager(auto_pipeline=False)
     sid = await manager.create_session("a1")
     await manager.emit_event(sid, EVENT, "a1")
     keys = manager.keys.session(sid)
@@ -107,7 +147,7 @@ async def test_the_ttl_is_kept_within_the_drift_bound_without_a_refresh_per_even
 
 
 async def test_tokens_and_keys_of_trimmed_events_go_with_them(make_manager: MakeManager) -> None:
-    manager = await make_manager(max_events_per_session=100, checkpoint_interval=1000)
+    manager = await make_manager(max_events_per_session=100, checkpoint_interval=1000, auto_pipeline=False)
     sid = await manager.create_session("a1")
     for i in range(300):
         key = f"key-{i}" if i % 3 == 0 else None

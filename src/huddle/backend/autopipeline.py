@@ -96,6 +96,29 @@ def batchable(args: tuple[Any, ...]) -> bool:
 
 _Call = tuple[tuple[Any, ...], dict[str, Any], "asyncio.Future[Any]"]
 
+_RESENT = ord("r")
+
+
+class RetryMark(bytearray):
+    """The retry mark of one command: ``b"f"`` until the command is packed for the wire, ``b"r"`` after.
+
+    A command whose last argument is ``retry_mark()`` (a view of one of these) has its byte turned into ``r`` when
+    an :class:`AutoPipeline` packs it, so every later send of the same command (a re-send after a cut, here or
+    on redis-py's cluster path, which packs the same view) tells the server it may be a duplicate (emit.lua's
+    modes 'f' and 'r')."""
+
+
+def retry_mark() -> memoryview:
+    """A fresh retry mark (``b"f"``) to pass as a command's last argument."""
+    return memoryview(RetryMark(b"f"))
+
+
+def marks_resends(client: Any) -> bool:
+    """True when ``client`` sends batchable commands through an :class:`AutoPipeline` (standalone, Sentinel),
+    whose packing flips retry marks; redis-py's own paths (and cluster clients) re-send identical bytes."""
+    real = client if isinstance(client, aioredis.Redis) else getattr(client, "resolved", client)
+    return getattr(real, "huddle_batcher", None) is not None and getattr(real, "connection", None) is None
+
 
 def _pack(conn: Any, calls: list[_Call]) -> tuple[list[bytes], list[_Call]]:
     """The wire form of the calls' commands, and the calls that made it (a command that cannot be encoded fails
@@ -126,6 +149,9 @@ def _pack(conn: Any, calls: list[_Call]) -> tuple[list[bytes], list[_Call]]:
                 call[2].set_exception(exc)
             continue
         kept.append(call)
+        mark = args[-1]
+        if mark.__class__ is memoryview and mark.obj.__class__ is RetryMark:
+            mark[0] = _RESENT  # from now on, any send of this command (a re-send) says so
     return chunks, kept
 
 

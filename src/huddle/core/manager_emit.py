@@ -14,6 +14,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from redis.exceptions import AuthenticationError, ResponseError
+
+from ..backend.autopipeline import marks_resends, retry_mark
 from ..config import SessionManagerConfig
 from ..errors import (
     HuddleError,
@@ -27,7 +30,7 @@ from ..ids import check_id
 from ..models import SessionEvent
 from .event_input import batch_parts, check_expected_seq, event_parts
 from .keys import KeySpace, SessionKeys
-from .store import EmitResult, SessionStore
+from .store import REDIS_DOWN, EmitResult, SessionStore, boundary_error
 
 log = logging.getLogger("huddle.core.manager")
 
@@ -78,6 +81,11 @@ class EmitMethods:
     _token_counter: itertools.count[int]
     """Retry tokens only have to be unique: a random prefix per manager and a counter, no syscall per event."""
 
+    _emit_settings: dict[tuple[bool, bool], str] | None = None
+    """emit.lua's ARGV[9] per (reset_ttl, auto_checkpoint): the manager's settings in one argument."""
+    _resends_marked: bool | None = None
+    """True when the client flips a command's retry mark once it is on the wire (emit.lua mode 'f')."""
+
     def _check_open(self, *, mutation: bool = True) -> None:
         if self._closed:
             raise ShuttingDownError("the session manager is closed")
@@ -108,6 +116,22 @@ class EmitMethods:
             valid.clear()
         valid.add(session_id)
         valid.add(actor)
+
+    async def _settings(self, reset_ttl: bool, auto_checkpoint: bool) -> str:
+        """emit.lua's settings argument (see emit_settings in common.lua), built once per combination."""
+        cache = self._emit_settings
+        if cache is None:
+            cache = self._emit_settings = {}
+        cfg = self.config
+        publish = await self.store.publish_command()
+        interval = cfg.checkpoint_interval if auto_checkpoint and cfg.enable_auto_checkpoint else 0
+        text = (
+            f"{1 if reset_ttl else 0}:{interval}:{cfg.max_events_per_session}:{cfg.index_refresh_ms}:"
+            f"{cfg.max_checkpoints_per_session}:{cfg.failure_snapshot_events}:{self._failure_ttl_ms}:{publish}:"
+            f"{self._failure_csv}"
+        )
+        cache[(reset_ttl, auto_checkpoint)] = text
+        return text
 
     def _retry_token(self) -> str:
         return f"{self._token_prefix}{next(self._token_counter):x}"
@@ -161,16 +185,25 @@ class EmitMethods:
             expected = "" if expected_seq is None else check_expected_seq(expected_seq)
             if min_replicas.__class__ is not int or not 0 <= min_replicas <= 100:  # bool is not int here
                 raise InvalidEventError(f"min_replicas must be an integer 0..100, got {min_replicas!r}")
-            keyed = idempotency_key is not None
-            token = check_id(idempotency_key, "idempotency key") if keyed else self._retry_token()
             cfg = self.config
             keys, emit_keys = self._emit_keys(session_id)
-            args: list[str | int] = [
-                session_id, actor, etype, payload, token, expected, from_state, to_state,
-                1 if reset_ttl else 0, cfg.checkpoint_interval if auto_checkpoint and cfg.enable_auto_checkpoint else 0, cfg.max_events_per_session,
-                keys.channel if publish_update else "", self._failure_csv, self._failure_ttl_ms,
-                cfg.failure_snapshot_events, cfg.index_refresh_ms, cfg.max_checkpoints_per_session,
-                "", "1" if keyed else "",
+            settings = (self._emit_settings or {}).get((reset_ttl, auto_checkpoint)) or await self._settings(
+                reset_ttl, auto_checkpoint
+            )
+            mode: str | memoryview
+            if idempotency_key is not None:
+                token, mode = check_id(idempotency_key, "idempotency key"), "k"
+            else:
+                token = self._retry_token()
+                marked = self._resends_marked
+                if marked is None:
+                    marked = self._resends_marked = marks_resends(self.store.client)
+                # 'f': the auto-pipeline turns the byte into 'r' once the command is on the wire, so a re-send
+                # checks for the first send's event; any other path re-sends the same bytes: 'z' (zset claim).
+                mode = retry_mark() if marked and not min_replicas else "z"
+            args: list[str | int | memoryview] = [
+                session_id, actor, etype, payload, token, expected, from_state, to_state, settings,
+                keys.channel if publish_update else "", mode,
             ]  # fmt: skip
             # WAIT must answer within the socket timeout, or the connection would be dropped as dead.
             wait_ms = (
@@ -180,9 +213,7 @@ class EmitMethods:
             )
             ok = False
             try:
-                result = await self.store.emit(
-                    keys, emit_keys, args, min_replicas=min_replicas, wait_ms=wait_ms
-                )
+                result = await self._run_emit(emit_keys, args, min_replicas, wait_ms)
                 ok = True
             except SessionNotFoundError:
                 raise await self._missing(session_id) from None
@@ -206,6 +237,33 @@ class EmitMethods:
             self._in_flight -= 1
             if self._in_flight == 0 and self._idle is not None:
                 self._idle.set()
+
+    async def _run_emit(
+        self, emit_keys: list[str], args: list[Any], min_replicas: int, wait_ms: int
+    ) -> int | EmitResult:
+        """Run emit.lua (with ``min_replicas`` also WAIT up to ``wait_ms``); just the seq in the common case.
+
+        Redis errors become huddle's at this boundary (inlined: one coroutine less on the path of every event)."""
+        scripts = self.store.scripts
+        try:
+            acked: int | None = None
+            if min_replicas > 0:
+                reply, acked = await scripts.run_and_wait(
+                    self.store.client, "emit", emit_keys, args, min_replicas, wait_ms
+                )
+            else:
+                reply = await scripts.run("emit", emit_keys, args)
+        except (AuthenticationError, ResponseError, *REDIS_DOWN) as exc:
+            converted = boundary_error(exc)
+            if converted is None:
+                raise
+            raise converted from exc
+        if reply.__class__ is int:  # only the seq: nothing else happened (see emit.lua)
+            return reply if acked is None else EmitResult(reply, False, None, False, None, reply, 0, acked)
+        seq, due, cp_id, dup, failure_id, last, now = reply
+        return EmitResult(
+            int(seq), bool(due), cp_id or None, bool(dup), failure_id or None, int(last), int(now), acked
+        )
 
     @tracked_in_flight
     async def emit_events(

@@ -158,7 +158,7 @@ class Scripts:
             if not all(await client.script_exists(*shas)):
                 await self.load(client)
 
-    async def run(self, name: str, keys: list[str], args: list[str | int]) -> Any:
+    async def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """Run a script; a ``HUDDLE <code>`` error reply becomes the matching ``HuddleError``."""
         function = self._function_names.get(name) if self.functions is not False else None
         if function is not None:
@@ -168,7 +168,7 @@ class Scripts:
                 return await self._run_after(name, keys, args, exc)
         return await self._run_script(name, keys, args)
 
-    async def _run_after(self, name: str, keys: list[str], args: list[str | int], exc: ResponseError) -> Any:
+    async def _run_after(self, name: str, keys: list[str], args: list[Any], exc: ResponseError) -> Any:
         """FCALL failed: load the library again, or fall back to the scripts, or raise the typed error."""
         if _functions_unsupported(exc):
             self.functions = False  # 6.2, or an ACL without FCALL/FUNCTION: the scripts do the same
@@ -180,7 +180,7 @@ class Scripts:
         except ResponseError as again:
             raise translate_script_error(again) from again
 
-    async def _run_script(self, name: str, keys: list[str], args: list[str | int]) -> Any:
+    async def _run_script(self, name: str, keys: list[str], args: list[Any]) -> Any:
         script = self._scripts[name]
         try:
             try:
@@ -191,7 +191,7 @@ class Scripts:
         except ResponseError as exc:
             raise translate_script_error(exc) from exc
 
-    async def _fcall(self, name: str, keys: list[str], args: list[str | int]) -> Any:
+    async def _fcall(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """After "Function not found" (restart, failover, FUNCTION FLUSH): load the library, call again.
 
         Concurrent callers that all met the missing library share one load: the others wait for it."""
@@ -213,7 +213,7 @@ class Scripts:
         client: RedisClient,
         name: str,
         keys: list[str],
-        args: list[str | int],
+        args: list[Any],
         replicas: int,
         timeout_ms: int,
     ) -> tuple[Any, int]:

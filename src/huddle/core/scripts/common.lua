@@ -4,6 +4,8 @@
 -- KEYS[4] checkpoints (stream, id 0-<seq>)  KEYS[5] idem (hash token -> seq)  KEYS[6] failures (stream)
 local K_META, K_EVENTS, K_AGENTS, K_CPS, K_IDEM, K_FAIL = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 
+
+
 local function fmt(n)
   return string.format('%d', n)
 end
@@ -41,15 +43,117 @@ local function claim_token(tok_key, seq_s, token)
   return nil, added == 2
 end
 
--- Refuse an append: give back the retry token it claimed (claim: the token, or nil; created: the set was made by
--- this call, so it goes entirely), then raise.
-local function refuse(tok_key, claim, created, code, detail)
+-- Give back the retry token an append claimed (claim: the token, or nil; created: the set was made by this call,
+-- so it goes entirely).
+local function give_back(tok_key, claim, created)
   if created then
     redis.call('DEL', tok_key)
   elseif claim then
     redis.call('ZREM', tok_key, claim)
   end
+end
+
+-- Refuse an append: give back its claim, then raise.
+local function refuse(tok_key, claim, created, code, detail)
+  give_back(tok_key, claim, created)
   huddle_error(code, detail)
+end
+
+-- The seq of the event that carries internal retry token 'token' as its 'r' field (an append sent once with
+-- mode 'f'), searched from the newest event back to the oldest one in the log; nil when none does.
+local function find_retry_token(token)
+  local high = '+'
+  while true do
+    local chunk = redis.call('XREVRANGE', K_EVENTS, high, '-', 'COUNT', 64)
+    for _, entry in ipairs(chunk) do
+      local fields = entry[2]
+      for i = #fields - 1, 1, -2 do
+        if fields[i] == 'r' then
+          if fields[i + 1] == token then
+            return tonumber(string.sub(entry[1], 3))
+          end
+          break
+        end
+      end
+    end
+    if #chunk < 64 then
+      return nil
+    end
+    high = '(' .. chunk[#chunk][1]
+  end
+end
+
+-- The emit scripts' settings, one string per manager configuration (ARGV[9] of emit.lua):
+-- '<reset ttl 1|0>:<checkpoint interval, 0 = off>:<max events>:<index refresh ms>:<max checkpoints>:
+-- <events per failure snapshot>:<failure snapshot ttl ms, '' = off>:<PUBLISH|SPUBLISH>:<failure states CSV>'.
+-- As a Redis Function (7.0+) the parsed table stays cached between calls (a library's locals live as long as
+-- the library); as a script (6.2) it is parsed on every call.
+local SETTINGS, SETTINGS_COUNT = {}, 0
+
+local function emit_settings(text)
+  local reset, interval, max_events, refresh, max_cps, fail_n, fail_ttl, publish, csv =
+    string.match(text, '^([01]):(%d+):(%d+):(%d+):(%d+):(%d+):(%d*):(%u+):(.*)$')
+  if not reset then
+    huddle_error('bad_settings', text)
+  end
+  local settings = {
+    reset = reset == '1', interval = tonumber(interval), max_events = tonumber(max_events),
+    trim_step = math.floor(tonumber(max_events) / 32), refresh_ms = tonumber(refresh), max_cps = max_cps,
+    failure_events = tonumber(fail_n), failure_ttl = tonumber(fail_ttl), failure_csv = csv,
+    publish = publish == 'SPUBLISH' and 'SPUBLISH' or 'PUBLISH',
+  }
+  if SETTINGS_COUNT >= 64 then -- many managers with different settings: start over rather than grow
+    SETTINGS, SETTINGS_COUNT = {}, 0
+  end
+  SETTINGS[text], SETTINGS_COUNT = settings, SETTINGS_COUNT + 1
+  return settings
+end
+
+-- Raise the typed 'corrupt' error for the first of 'names' whose value in 'values' (an HMGET reply in the
+-- same order) is not a stored non-negative integer; a missing field is fine where names[i] ends in '?'.
+local EMIT_COUNTERS = {'seq', '', 'ncp', 'idx', 'ver', 'first?', 'ttl'}
+local TRIM_COUNTERS = {'cps', 'kseq?', 'hold?', 'holdx?'}
+local function corrupt_counters(values, names)
+  local largest, largest_value = 'seq', -1
+  for i, name in ipairs(names) do
+    local optional = string.sub(name, -1) == '?'
+    local field = optional and string.sub(name, 1, -2) or name
+    local value = values[i]
+    if field ~= '' and not (optional and not value) then
+      local n = stored_int(value, K_META, field)
+      if n == 0 and (field == 'ttl' or field == 'first') then
+        huddle_error('corrupt', K_META .. ' ' .. field)
+      end
+      if n > largest_value then
+        largest, largest_value = field, n
+      end
+    end
+  end
+  huddle_error('corrupt', K_META .. ' ' .. largest) -- each is an integer, but too large together
+end
+
+-- Raise the typed 'corrupt' error unless 'key' is a stream or absent (checked before a script writes to it);
+-- true when it is absent.
+local function stream_or_none(key)
+  local kind = redis.call('TYPE', key)['ok']
+  if kind ~= 'stream' and kind ~= 'none' then
+    huddle_error('corrupt', key .. ' ')
+  end
+  return kind == 'none'
+end
+
+-- n as text, for the small counters written on every event (a cache hit as a function; formatting costs about
+-- as much as a small command).
+local SMALL = {}
+local function small_int(n)
+  local text = SMALL[n]
+  if text == nil then
+    text = fmt(n)
+    if n < 4096 then
+      SMALL[n] = text
+    end
+  end
+  return text
 end
 
 -- The session's state and metadata JSON (read only when a checkpoint or failure snapshot needs them).
@@ -105,8 +209,14 @@ local function write_checkpoint(seq, ts, actor, reason, state, status, metadata,
   append_event(seq, 'checkpoint', actor, ts,
     '{"data":{"checkpoint_id":"' .. cp_id .. '","reason":"' .. reason .. '"}}', nil)
   local agents = table.concat(redis.call('HKEYS', K_AGENTS), ',')
-  redis.call('XADD', K_CPS, 'MAXLEN', max_cps, '0-' .. fmt(seq), 'ts', fmt(ts), 'state', state,
+  redis.call('XADD', K_CPS, '0-' .. fmt(seq), 'ts', fmt(ts), 'state', state,
     'status', status, 'agents', agents, 'metadata', metadata, 'reason', reason, 'failure', failure_id or '')
+  -- Kept to max_cps in steps of max_cps/16: an exact MAXLEN on every checkpoint deletes inside a stream node
+  -- each time (measured ~20 us per checkpoint with 100 kept); so between max_cps and max_cps * 17/16 are kept.
+  local keep = tonumber(max_cps)
+  if redis.call('XLEN', K_CPS) > keep + math.floor(keep / 16) then
+    redis.call('XTRIM', K_CPS, 'MAXLEN', keep)
+  end
   return cp_id
 end
 

@@ -23,7 +23,21 @@ local meta = redis.call('HMGET', K_META, 'status', 'state', 'seq', 'ttl', 'ncp',
 if not meta[1] then
   huddle_error('session_not_found', sid)
 end
-local seq = tonumber(meta[3])
+-- Every stored number is checked before the first write (corrupt data: typed error, nothing written).
+local seq = stored_int(meta[3], K_META, 'seq')
+stored_int(meta[4], K_META, 'ttl')
+stored_int(meta[5], K_META, 'ncp')
+stored_int(meta[6], K_META, 'cps')
+stored_int(meta[7], K_META, 'idx')
+stored_int(meta[8], K_META, 'ver')
+for i, name in pairs({[9] = 'first', [11] = 'kseq', [14] = 'hold', [15] = 'holdx'}) do
+  if meta[i] then
+    stored_int(meta[i], K_META, name)
+  end
+end
+if tonumber(meta[4]) == 0 or meta[9] == '0' or seq + n + 2 >= 1e13 then
+  huddle_error('corrupt', K_META .. ' ' .. (tonumber(meta[4]) == 0 and 'ttl' or meta[9] == '0' and 'first' or 'seq'))
+end
 local claim, new_tok = nil, false
 if keyed then
   local prior = redis.call('HGET', K_IDEM, token)
@@ -53,7 +67,7 @@ if expected ~= '' and tonumber(expected) ~= seq then
   refuse(K_TOK, claim, new_tok, 'sequence_conflict', fmt(seq))
 end
 -- Dry run of the transitions: the batch is refused as a whole before anything is written.
-local walk = state
+local walk, snapshots_due = state, false
 for i = 0, n - 1 do
   local from = ARGV[19 + 4 * i]
   if from ~= '' then
@@ -61,7 +75,19 @@ for i = 0, n - 1 do
       refuse(K_TOK, claim, new_tok, 'state_conflict', walk)
     end
     walk = ARGV[20 + 4 * i]
+    snapshots_due = snapshots_due or in_csv(ARGV[9], walk)
   end
+  snapshots_due = snapshots_due or ARGV[17 + 4 * i] == 'broke'
+end
+-- The streams a checkpoint or a failure snapshot will write to must be streams (or absent), checked up front.
+local cp_due = tonumber(ARGV[6]) > 0 and tonumber(meta[5]) + n >= tonumber(ARGV[6])
+local top = seq + n + (cp_due and 1 or 0)
+local max_kept = tonumber(ARGV[7])
+if cp_due or top - tonumber(meta[9] or '1') + 1 > max_kept + math.floor(max_kept / 32) then
+  stream_or_none(K_CPS)
+end
+if snapshots_due and ARGV[10] ~= '' then
+  stream_or_none(K_FAIL)
 end
 
 local now = now_ms()
@@ -74,11 +100,23 @@ for i = 0, n - 1 do
   local base = 17 + 4 * i
   local etype, payload, from = ARGV[base], ARGV[base + 1], ARGV[base + 2]
   seq = seq + 1
+  local added
   if i == n - 1 and keyed then
     -- The key rides on the batch's last event, so it lasts as long as any event of the batch is in the log.
-    redis.call('XADD', K_EVENTS, '0-' .. seq, 't', etype, 'a', actor, 'ts', now_s, 'd', payload, 'k', token)
+    added = redis.pcall('XADD', K_EVENTS, '0-' .. seq, 't', etype, 'a', actor, 'ts', now_s, 'd', payload, 'k', token)
   else
-    redis.call('XADD', K_EVENTS, '0-' .. seq, 't', etype, 'a', actor, 'ts', now_s, 'd', payload)
+    added = redis.pcall('XADD', K_EVENTS, '0-' .. seq, 't', etype, 'a', actor, 'ts', now_s, 'd', payload)
+  end
+  if type(added) == 'table' then -- only the first XADD can fail (the ids after it grow): nothing written yet
+    local why = added.err or ''
+    if string.find(why, 'smaller than the target stream top', 1, true) then
+      refuse(K_TOK, claim, new_tok, 'corrupt', K_META .. ' seq')
+    end
+    give_back(K_TOK, claim, new_tok)
+    if string.find(why, 'WRONGTYPE', 1, true) then
+      huddle_error('corrupt', K_EVENTS .. ' ')
+    end
+    error(added)
   end
   local failing = false
   if from ~= '' then
@@ -101,7 +139,7 @@ end
 local refresh_ms = tonumber(ARGV[12])
 local joined, seen = string.match(member, '^(%d+):(%d*)')
 if now - (tonumber(seen) or 0) >= refresh_ms then
-  redis.call('HSET', K_AGENTS, actor, joined .. ':' .. now_s)
+  redis.call('HSET', K_AGENTS, actor, (joined or now_s) .. ':' .. now_s) -- (a garbled entry is rewritten)
 end
 local meta_update = {'updated', now_s, 'ver', tonumber(meta[8]) + 1}
 if keyed then
