@@ -228,6 +228,8 @@ class Outcomes:
         )
 
 
+EXPIRING_MS = 10_000
+"""Keys with less time to live than this are not compared: their expiry is Redis' doing, not the call's."""
 READERS: dict[bytes, Callable[[Any, bytes], Any]] = {
     b"hash": lambda pipe, key: pipe.hgetall(key),
     b"stream": lambda pipe, key: pipe.xrange(key),
@@ -255,16 +257,20 @@ class RedisView:
         self.seen: dict[bytes, bytes] = {}
 
     def snapshot(self) -> dict[bytes, object]:
-        """Every key of the namespace with its content (not DUMP: a read may rehash a hash and reorder it)."""
+        """Every key of the namespace with its content (not DUMP: a read may rehash a hash and reorder it),
+        leaving out keys about to expire (a session created with a 1 s TTL may vanish during any call)."""
         keys = sorted(self.client.scan_iter(match=f"{self.namespace}:*", count=1000))
         pipe = self.client.pipeline(transaction=False)
         for key in keys:
             pipe.type(key)
-        kinds = pipe.execute()
-        for key, kind in zip(keys, kinds, strict=True):
-            READERS.get(kind, _dump)(pipe, key)
+            pipe.pttl(key)
+        replies = pipe.execute()
+        kinds = dict(zip(keys, replies[0::2], strict=True))
+        lasting = [k for k, ttl in zip(keys, replies[1::2], strict=True) if not 0 <= ttl <= EXPIRING_MS]
+        for key in lasting:
+            READERS.get(kinds[key], _dump)(pipe, key)
         values = [_comparable(v) for v in pipe.execute()]
-        return dict(zip(keys, zip(kinds, values, strict=True), strict=True))
+        return {key: (kinds[key], value) for key, value in zip(lasting, values, strict=True)}
 
     def new_actors(self) -> list[str]:
         """Actors of every event appended to any session since the last call (and remember where we are)."""
