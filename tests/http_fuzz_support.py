@@ -32,6 +32,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 ROLES = ("admin", "alice", "observer", "anonymous")
 """Token roles: admin, an agent (alice), an observer, and no token at all."""
 HTTP_CODES = KNOWN_CODES | {"unauthorized", "payload_too_large", "too_many_streams", "method_not_allowed"}
+WRITES_AS = {"alice": {"alice", "huddle"}}
+"""Actors a role's requests may write events as (admin: anyone; observer and no token: nobody)."""
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 KNOWN_SESSIONS = ("known-alice", "known-bob", "known-shared")
 AGENT_IDS = ("alice", "bob", "carol")
@@ -81,6 +83,7 @@ class HttpFuzz:
         self.schema = schemathesis.openapi.from_url(f"{self.server.base}/openapi.json")
         self.schema.config.update(base_url=self.server.base)
         self.view = RedisView(self.redis_url, self.server.namespace)
+        self.view.new_actors()  # the seeded events are nobody's fuzzed request
         # Session and lifecycle streams never end by themselves; a replay stream ends with its recording.
         self.fuzzable = self.schema.exclude(path_regex=r"^/v1/(sessions/[^/]+/events|lifecycle)/stream$")
         self.operations = [
@@ -112,6 +115,9 @@ class HttpFuzz:
             problems.append(("server-log", "server log: " + " | ".join(self.log.lines[-2:])))
         if response.status_code >= 400:
             problems += _problem_document(response)
+        actors = set(self.view.new_actors())
+        if role != "admin" and not actors <= WRITES_AS.get(role, set()):
+            problems.append(("wrote-as-another", f"{role}'s request wrote events as {sorted(actors)}"))
         if before is not None and 400 <= response.status_code < 500:
             after = _foreground(self.view.snapshot())
             if after != before:
