@@ -301,6 +301,27 @@ def test_sessions_listing_members_checkpoints_failure_snapshots_and_stats(api: A
     assert sorted(pages) == sorted(ids)
     drafts = api.request("observer", "GET", "/v1/sessions", params={"agent": agent, "state": "draft"}).json()
     assert sorted(s["session_id"] for s in drafts["sessions"]) == sorted(ids[1::2])
+    # All live sessions (no agent filter): pages of 1 filtered by a state only two of them have, so each page
+    # reads past sessions of other states (the read widens) and the cursor carries on from there.
+    rare = f"rare{uuid.uuid4().hex[:6]}"
+    rare_ids = [
+        api.request("admin", "POST", "/v1/sessions", json={"agent_id": agent, "initial_state": rare}).json()[
+            "session_id"
+        ]
+        for _ in range(2)
+    ]
+    for _ in range(8):  # sessions of another state, newer than the two rare ones
+        api.request("admin", "POST", "/v1/sessions", json={"agent_id": agent})
+    seen: list[str] = []
+    cursor = None
+    for _ in range(10):
+        params = {"state": rare, "limit": 1, **({"cursor": cursor} if cursor else {})}
+        page = api.request("observer", "GET", "/v1/sessions", params=params).json()
+        seen += [s["session_id"] for s in page["sessions"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(rare_ids)
     session = ids[0]
     joined = api.request("admin", "POST", f"/v1/sessions/{session}/members", json={"agent_id": "bob"})
     assert joined.json()["changed"] is True

@@ -86,10 +86,19 @@ async def list_sessions(
     ] = None,
 ) -> SessionPage:
     """Live sessions, most recently active first (filter by member agent and by state), paginated."""
-    ids = await (ctx.manager.get_sessions_by_agent(agent) if agent else ctx.manager.list_active_sessions())
     position = int(cursor) if cursor else 0
+    # Only as much of the active index as this page needs is read (the core stops after ``want`` live ids);
+    # a state filter that skips sessions widens the read until the page is full or the index is exhausted.
+    want = position + limit + 1
+    ids, exhausted = await _session_ids(ctx, agent, want)
     found: list[SessionSummary] = []
-    while position < len(ids) and len(found) < limit:
+    while len(found) < limit:
+        if position >= len(ids):
+            if exhausted:
+                break
+            want *= 2
+            ids, exhausted = await _session_ids(ctx, agent, want)
+            continue
         chunk = ids[position : position + limit]
         for offset, document in enumerate(await _documents(ctx, chunk)):
             if document is not None and (state is None or document.state == state):
@@ -99,7 +108,16 @@ async def list_sessions(
                     break
         else:
             position += len(chunk)
-    return SessionPage(sessions=found, next_cursor=str(position) if position < len(ids) else None)
+    more = position < len(ids) or not exhausted
+    return SessionPage(sessions=found, next_cursor=str(position) if more else None)
+
+
+async def _session_ids(ctx: ApiContext, agent: str | None, want: int) -> tuple[list[str], bool]:
+    """Up to ``want`` session ids in listing order, and whether that is all of them."""
+    if agent:  # an agent's own sessions: one sorted set, read whole
+        return await ctx.manager.get_sessions_by_agent(agent), True
+    ids = await ctx.manager.list_active_sessions(want)
+    return ids, len(ids) < want
 
 
 @router.get("/sessions/{session_id}", response_model=SessionDocument, responses=READ_ERRORS)
