@@ -54,23 +54,36 @@ async def _raw_worker(
     config: SessionManagerConfig, sids: list[str], agent: str, events: int, conc: int
 ) -> None:
     keys = KeySpace(config.namespace)
+    async with SessionManager(config) as manager:  # the settings argument exactly as huddle builds it
+        settings = await manager.emit_settings()
     client = create_client(config)
     script = client.register_script(script_source("emit"))
     script.sha = await client.script_load(script.script)  # like SessionManager.connect(): no NOSCRIPT storm
-    cfg = config
     payload = '{"changeInfo":{"elementType":"function","entityIds":["src/auth/login.ts"],"operation":"updated"},"data":{"lines_changed":42}}'
     prepared = []
     for sid in sids:
         session = keys.session(sid)
-        prepared.append((session.all, session.channel, sid))
+        prepared.append((session.emit, session.channel, sid))
     queue = iter(range(events))
 
     async def lane() -> None:
         for i in queue:
             session_keys, channel, sid = prepared[i % len(prepared)]
-            args = [sid, agent, "modified", payload, uuid.uuid4().hex[:16], "", "", "", 1, cfg.checkpoint_interval,
-                    cfg.max_events_per_session, channel, ",".join(cfg.failure_states), "", 0, cfg.index_refresh_ms,
-                    cfg.max_checkpoints_per_session]  # fmt: skip
+            # emit.lua's layout (see its header); 'z': plain redis-py re-sends identical bytes, so the retry
+            # token is claimed in the tokens zset, as huddle does on such a client
+            args = [
+                sid,
+                agent,
+                "modified",
+                payload,
+                uuid.uuid4().hex[:16],
+                "",
+                "",
+                "",
+                settings,
+                channel,
+                "z",
+            ]
             await script(keys=session_keys, args=args)
 
     await asyncio.gather(*(lane() for _ in range(conc)))

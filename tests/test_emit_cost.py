@@ -26,7 +26,7 @@ async def emit_args(
 ) -> list[Any]:
     """emit.lua's arguments as ``emit_event`` builds them (defaults), with the given token and token mode."""
     keys = manager.keys.session(sid)
-    settings = await manager._settings(True, True)
+    settings = await manager.emit_settings(True, True)
     return [sid, actor, "modified", '{"data":{"n":1}}', token, "", "", "", settings, keys.channel, mode]
 
 

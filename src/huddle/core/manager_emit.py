@@ -117,7 +117,7 @@ class EmitMethods:
         valid.add(session_id)
         valid.add(actor)
 
-    async def _settings(self, reset_ttl: bool, auto_checkpoint: bool) -> str:
+    async def emit_settings(self, reset_ttl: bool = True, auto_checkpoint: bool = True) -> str:
         """emit.lua's settings argument (see emit_settings in common.lua), built once per combination."""
         cache = self._emit_settings
         if cache is None:
@@ -187,9 +187,9 @@ class EmitMethods:
                 raise InvalidEventError(f"min_replicas must be an integer 0..100, got {min_replicas!r}")
             cfg = self.config
             keys, emit_keys = self._emit_keys(session_id)
-            settings = (self._emit_settings or {}).get((reset_ttl, auto_checkpoint)) or await self._settings(
-                reset_ttl, auto_checkpoint
-            )
+            settings = (self._emit_settings or {}).get(
+                (reset_ttl, auto_checkpoint)
+            ) or await self.emit_settings(reset_ttl, auto_checkpoint)
             mode: str | memoryview
             if idempotency_key is not None:
                 token, mode = check_id(idempotency_key, "idempotency key"), "k"
