@@ -452,3 +452,23 @@ def test_library_and_api_see_the_same_log(api: ApiServer, redis_server: Embedded
 
     assert asyncio.run(library()) == [1, 2]
     assert [e["seq"] for e in events_of(api, session)] == [1, 2]
+
+
+def test_api_observer_and_admin_tokens_open_health_endpoints_guarded_by_their_own_token(
+    redis_server: EmbeddedRedis,
+) -> None:
+    server = ApiServer(redis_server.url, "--token", "health-secret-0123456789")
+    try:
+        detailed = "/health/detailed"
+        assert server.request(None, "GET", detailed).status_code == 401
+        assert server.request("alice", "GET", detailed).status_code == 401  # an agent token does not
+        for who in ("observer", "admin"):
+            assert server.request(who, "GET", detailed).status_code == 200, who
+            assert server.request(who, "GET", "/metrics").status_code == 200, who
+        cookie = {"Cookie": f"huddle_token={TOKENS['observer']}"}  # what the console's health page sends
+        assert server.request(None, "GET", "/health/metrics", headers=cookie).status_code == 200
+        health_bearer = {"Authorization": "Bearer health-secret-0123456789"}
+        assert server.request(None, "GET", detailed, headers=health_bearer).status_code == 200
+        assert server.request(None, "GET", "/livez").status_code == 200
+    finally:
+        server.stop()

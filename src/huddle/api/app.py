@@ -170,7 +170,12 @@ def create_app(
     _install_error_handlers(app)
     _add_security_scheme(app, token_store)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
-    app.add_middleware(AuthMiddleware, tokens=token_store)
+    health_token = health.config.auth_token if health is not None else None
+    app.add_middleware(
+        AuthMiddleware,
+        tokens=token_store,
+        health_token=health_token.get_secret_value() if health_token is not None else None,
+    )
     app.fast_append = AppendFastPath(manager, token_store, max_body_bytes)
     return app
 

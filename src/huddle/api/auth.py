@@ -177,11 +177,16 @@ class AuthMiddleware:
     """Puts ``scope["state"]["huddle_identity"]``; answers 401 on protected paths without a valid token."""
 
     def __init__(
-        self, app: ASGIApp, tokens: TokenStore, protected: tuple[str, ...] = ("/v1", "/mcp")
+        self,
+        app: ASGIApp,
+        tokens: TokenStore,
+        protected: tuple[str, ...] = ("/v1", "/mcp"),
+        health_token: str | None = None,
     ) -> None:
         self.app = app
         self.tokens = tokens
         self.protected = protected
+        self.health_authorization = f"Bearer {health_token}".encode() if health_token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -194,12 +199,25 @@ class AuthMiddleware:
             identity = self.tokens.identify(token) if token is not None else None
         if identity is not None:
             state["huddle_identity"] = identity
+            if self.health_authorization is not None and identity is not LOCAL_ADMIN:
+                scope = self._health_pass(scope, identity)
         elif scope["type"] == "http" and self._protects(route_path(scope)):
             message = "a valid token is required (Authorization: Bearer <token> or the huddle_token cookie)"
             response = problem_response(UnauthorizedError(message), scope.get("path"))
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+    def _health_pass(self, scope: Scope, identity: Identity) -> Scope:
+        """An observer or admin API token also opens the health endpoints guarded by their own token: the
+        request reaches them carrying that token (the console's health page has only its cookie)."""
+        path = route_path(scope)
+        health = path in ("/health", "/metrics") or path.startswith("/health/")
+        if not health or identity.role not in ("observer", "admin") or self.health_authorization is None:
+            return scope
+        headers = [(k, v) for k, v in scope.get("headers", ()) if k != b"authorization"]
+        headers.append((b"authorization", self.health_authorization))
+        return {**scope, "headers": headers}
 
     def _protects(self, path: str) -> bool:
         return any(path == prefix or path.startswith(prefix + "/") for prefix in self.protected)

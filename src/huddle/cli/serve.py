@@ -104,7 +104,7 @@ async def run_service(
         replay = SessionReplay(manager)
         shutdown = SessionGracefulShutdown(ShutdownConfig())
         try:
-            await health.initialize(session_manager=manager)
+            await health.initialize(session_manager=manager, session_replay=replay)
             app = create_app(
                 manager,
                 tokens=tokens,
