@@ -10,10 +10,11 @@ import os
 import pytest
 import redis.asyncio as aioredis
 from reliability.failover import FailoverScenario, run_failover
+from reliability.proxy import FaultProxy
 from reliability.scenario import RunResult
 
 from huddle import EmbeddedRedis, HuddleError, SessionManager, SessionManagerConfig
-from huddle.errors import ReplicationNotConfirmedError
+from huddle.errors import EventsRolledBackError, ReplicationNotConfirmedError
 
 slow = pytest.mark.skipif(
     not os.environ.get("HUDDLE_SLOW_TESTS"), reason="long failover run: set HUDDLE_SLOW_TESTS=1"
@@ -103,18 +104,13 @@ async def test_a_paused_master_without_min_replicas_loses_what_it_acknowledged_a
     assert report.lost > 0, "the split brain acknowledged nothing: the run did not exercise the loss window"
 
 
-# -- pinned bugs (xfail strict: they start failing once the core is fixed; requests in /work/notes) ----------
+# -- what a failover does to a subscriber and to WAIT, played by hand on two plain servers (seconds) ----------
 @pytest.fixture
 async def two_servers() -> asyncio.AsyncIterator[tuple[EmbeddedRedis, EmbeddedRedis]]:  # type: ignore[name-defined]
     async with EmbeddedRedis() as first, EmbeddedRedis() as second:
         yield first, second
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: a subscription blocked on a master that is demoted (failover) ends with a raw "
-    "ResponseError UNBLOCKED instead of resuming (requests.md, H3)",
-)
 async def test_a_subscription_on_a_master_that_is_demoted_keeps_going(
     two_servers: tuple[EmbeddedRedis, EmbeddedRedis],
 ) -> None:
@@ -163,3 +159,58 @@ async def test_a_wait_interrupted_by_a_demotion_is_a_typed_not_confirmed(
         await admin.aclose()
         with pytest.raises(ReplicationNotConfirmedError):
             await emit
+
+
+async def test_a_subscriber_does_not_skip_events_stored_under_seqs_a_failover_reused(
+    two_servers: tuple[EmbeddedRedis, EmbeddedRedis],
+) -> None:
+    """A failover, played by hand: ``replica`` follows ``old``, is cut off and promoted after seq 6, ``old``
+    goes on to seq 11 (the subscriber sees those), then clients are switched to ``replica`` (the proxy points
+    there and drops every connection) and write seqs 7.. again. The subscriber must deliver the new 7.. or end
+    with a typed error; it may not silently continue at 12."""
+    old, replica = two_servers
+    admin_old, admin_new = aioredis.Redis(port=old.port), aioredis.Redis(port=replica.port)
+    await admin_new.execute_command("REPLICAOF", "127.0.0.1", old.port)
+    proxy = FaultProxy(old.port).start()
+    config = SessionManagerConfig(redis_url=proxy.url, namespace="pin", socket_timeout=2, retry_attempts=5)
+    try:
+        async with SessionManager(config) as manager:
+            sid = await manager.create_session("a")
+            for n in range(5):
+                await manager.emit_event(sid, {"type": "modified", "data": {"n": f"first-{n}"}}, "a")
+            assert await admin_old.execute_command("WAIT", 1, 5000) == 1
+            await admin_new.execute_command("REPLICAOF", "NO", "ONE")  # promoted with seqs 1..6
+            seen: list[tuple[int, object]] = []
+            failure: list[BaseException] = []
+
+            async def follow() -> None:
+                try:
+                    async for event in manager.subscribe(sid):
+                        seen.append((event.seq, (event.data or {}).get("n")))
+                except Exception as exc:  # judged below: typed is fine, untyped is not
+                    failure.append(exc)
+
+            task = asyncio.create_task(follow())
+            for n in range(5):  # seqs 7..11 on the old master only: lost in the failover
+                await manager.emit_event(sid, {"type": "modified", "data": {"n": f"lost-{n}"}}, "a")
+            while len(seen) < 11 and not failure:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            proxy.upstream_port = replica.port
+            proxy.inject("reset")
+            for n in range(8):  # seqs 7..14 on the new master
+                await manager.emit_event(sid, {"type": "modified", "data": {"n": f"new-{n}"}}, "a")
+            for _ in range(300):
+                if failure or any(value == "new-7" for _seq, value in seen):
+                    break
+                await asyncio.sleep(0.01)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if failure:  # told, with where to resubscribe from
+            assert isinstance(failure[0], EventsRolledBackError), repr(failure)
+            assert failure[0].details["first_changed_seq"] == 7
+        else:
+            assert (7, "new-0") in seen, f"the subscriber skipped the new seqs 7..11: {seen[6:]}"
+    finally:
+        proxy.stop()
+        await admin_old.aclose()
+        await admin_new.aclose()

@@ -85,7 +85,6 @@ def _load(scenario: FailoverScenario) -> Load:
         writers=scenario.writers, concurrency=scenario.concurrency, max_attempts=60,
         min_replicas=scenario.min_replicas, seed=scenario.seed, pace=scenario.pace,
         socket_timeout=scenario.socket_timeout, allow_loss=scenario.min_replicas == 0,
-        rollback_possible=bool({"kill", "pause"} & set(scenario.faults)),
     )  # fmt: skip
 
 
@@ -115,7 +114,7 @@ async def _run_sentinel(scenario: FailoverScenario, started: float) -> RunResult
     def one(kind: str, last: bool) -> None:
         if kind == "kill":
             old = setup.kill_master()
-            setup.wait_for_new_master(old, 60)
+            setup.wait_for_new_master(old, 120)
             if last:
                 return  # the other replica follows the new master: WAIT still has a replica to count
             old.start()  # comes back empty, as a master: the sentinels turn it into a replica
@@ -123,7 +122,7 @@ async def _run_sentinel(scenario: FailoverScenario, started: float) -> RunResult
             old = setup.master()
             paused.pause(old)
             try:
-                new = setup.wait_for_new_master(old, 60)
+                new = setup.wait_for_new_master(old, 120)
             finally:
                 paused.resume_all()
             if scenario.demote_after is not None:
@@ -163,12 +162,12 @@ async def _run_cluster(scenario: FailoverScenario, started: float) -> RunResult:
             return
         if kind == "kill":
             cluster.kill(old)
-            new = cluster.wait_for_takeover(old, slot, 60)
+            new = cluster.wait_for_takeover(old, slot, 120)
             old.start()
         elif kind == "pause":
             paused.pause(old)
             try:
-                new = cluster.wait_for_takeover(old, slot, 60)
+                new = cluster.wait_for_takeover(old, slot, 120)
             finally:
                 paused.resume_all()
         else:

@@ -16,7 +16,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TypeVar
 
-from huddle import Event, SessionManager, SessionManagerConfig
+from huddle import Event, EventsRolledBackError, SessionManager, SessionManagerConfig
 
 from .history import CallRecord, HistoryReport, check_history
 from .writer import MAX_ATTEMPTS, WriterPlan, error_name, with_retries, writer_config, writer_main
@@ -44,8 +44,6 @@ class Load:
     """Of the writers and the subscriber (short: a blackhole is noticed within a second)."""
     allow_loss: bool = False
     """Count acknowledged-but-missing events without calling them a problem (what Redis itself may lose)."""
-    rollback_possible: bool = False
-    """A failover may roll back events the subscriber saw: counted, not a problem (see ``check_history``)."""
 
 
 @dataclass
@@ -135,6 +133,7 @@ async def run_workload(
     stater_records: list[CallRecord] = []
     seen: list[Event] = []
     subscriber_errors: Counter[str] = Counter()
+    retracted = [0]  # events the subscriber delivered, then was told a failover replaced
     subscriber: asyncio.Task[None] | None = None
     side_tasks: list[asyncio.Task[None]] = []
     workers: list[BaseProcess] = []
@@ -142,13 +141,18 @@ async def run_workload(
         sid = await retrying(lambda: direct.create_session("owner", session_id=session_id), rng)
 
         async def follow() -> None:
-            # An application would subscribe again after an error, from the next seq: so does this one, and
-            # the errors are recorded (an untyped one is a problem).
+            # An application would subscribe again after an error: from the next seq, or from the first seq a
+            # failover replaced (EventsRolledBackError says which). Errors are recorded; untyped is a problem.
             while True:
                 try:
                     async for event in through.subscribe(sid, from_seq=len(seen) + 1):
                         seen.append(event)
                     return
+                except EventsRolledBackError as exc:
+                    first = int(exc.details["first_changed_seq"])
+                    subscriber_errors["EventsRolledBackError"] += 1
+                    retracted[0] += len(seen) - first + 1
+                    del seen[first - 1 :]
                 except Exception as exc:  # recorded; the checker judges it
                     subscriber_errors[error_name(exc)] += 1
                     if sum(subscriber_errors.values()) > 100:
@@ -199,11 +203,12 @@ async def run_workload(
         checkpoints = await direct.get_checkpoints(sid)
         report = check_history(
             records, events, last_seq=document.last_seq, subscriber=seen, checkpoints=checkpoints,
-            initial_state=direct_config.initial_state, allow_loss=load.allow_loss, rollback_possible=load.rollback_possible,
+            initial_state=direct_config.initial_state, allow_loss=load.allow_loss,
         )  # fmt: skip
         if exitcodes != [0] * len(workers):
             report.fail(f"writer exit codes {exitcodes}")
         report.faults = dict(faults)
+        report.subscriber_rolled_back = retracted[0]
         errors = Counter(name for record in records for name in record.errors)
         errors.update({f"subscriber {name}": n for name, n in subscriber_errors.items()})
         untyped = {name: n for name, n in errors.items() if "UNTYPED:" in name}
