@@ -23,7 +23,8 @@ def main() -> int:
     args = parser.parse_args()
     # The campaign is the test itself (tests/test_fuzz_mcp.py), sized up: one definition of the checks.
     env = {**os.environ, "HUDDLE_FUZZ_MCP_EXAMPLES": str(args.calls)}
-    command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "tests/test_fuzz_mcp.py"]
+    command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "--timeout=0"]
+    command.append("tests/test_fuzz_mcp.py")
     started = time.monotonic()
     result = subprocess.run(command, cwd=ROOT, env=env, check=False)
     print(
