@@ -113,12 +113,14 @@ if top - first + 1 > cfg.max_events + cfg.trim_step then
   -- The log is about to lose events: a checkpoint must hold the state at or after them.
   trim_cp = cps < top - cfg.max_events
 end
+local chain, agents_csv = members_chain(last, ver), nil
 if auto_cp or trim_cp or snapshot then
   if state == nil then
     state, md = read_state()
   end
   if auto_cp or trim_cp then
     new_cps = stream_or_none(K_CPS) -- a new stream needs the session's TTL; an existing one keeps its own
+    agents_csv = members_csv(chain)
   end
   if snapshot then
     stream_or_none(K_FAIL)
@@ -179,13 +181,13 @@ if snapshot then
 end
 if auto_cp then
   seq = seq + 1
-  cp_id = write_checkpoint(seq, now, actor, 'auto', state, status, md, failure_id, cfg.max_cps)
+  cp_id = write_checkpoint(seq, now, actor, 'auto', state, status, md, failure_id, cfg.max_cps, agents_csv)
   ncp, cps = 0, seq
 end
 if more then
   if trim_cp then
     seq = seq + 1
-    cp_id = write_checkpoint(seq, now, actor, 'trim', state, status, md, failure_id, cfg.max_cps)
+    cp_id = write_checkpoint(seq, now, actor, 'trim', state, status, md, failure_id, cfg.max_cps, agents_csv)
     ncp, cps = 0, seq
   end
   local new_first = trim_log(first, seq - cfg.max_events + 1, now, tonumber(more[2]), K_TOK, more[3], more[4])
@@ -224,6 +226,7 @@ else
   redis.call('HSET', K_META, 'updated', now_s, 'ver', fmt(ver + 1), 'seq', seq_s, 'ncp', small_int(ncp))
 end
 refresh_ttl(reset, ttl * 1000, in_grace, K_TOK, new_cps, keyed, new_tok)
+members_after(chain, seq, ver + 1)
 
 if ARGV[10] ~= '' then
   redis.call(cfg.publish, ARGV[10], '{"session_id":"' .. sid .. '","seq":' .. event_seq_s .. ',"type":"' .. etype ..
