@@ -6,7 +6,8 @@ embedded redis-server; starts ``huddle serve`` (no tokens, loopback) as a subpro
 1. append throughput: ``--clients`` concurrent tasks append events, through ``POST /v1/sessions/{id}/events``
    over a pool of that many keep-alive connections (a minimal HTTP/1.1 client, so the client library's own cost
    does not count against the server), and through ``SessionManager.emit_event`` in this process, in alternating
-   blocks (ABAB) on fresh sessions; ratio = HTTP events/s / library events/s (target >= 0.5).
+   blocks (ABBA) on fresh sessions; ratio = HTTP events/s / library events/s per round pair (target >= 0.5),
+   and the CPU µs per event of each side (library process; server process + load generator).
 2. SSE fan-out: ``--readers`` streams on one session (raw sockets, spread over ``--reader-procs`` processes) while
    ``--rate`` events/s are appended through the library; latency = arrival at each reader - the writer's
    acknowledgement (CLOCK_MONOTONIC is shared by all processes), p50/p99 (target p99 < 50 ms), and nothing missed.
@@ -202,14 +203,16 @@ async def throughput(
         pool = [await KeepAlive.open(port) for _ in range(args.clients)]
         await library_block(manager, args.clients, 20)  # warm-up both sides
         await http_block(pool, args.clients, 20)
-        for _ in range(args.rounds):
-            own = time.process_time()
-            library.append(await library_block(manager, args.clients, args.per_client))
-            library_cpu.append((time.process_time() - own) / events * 1e6)
-            own, server = time.process_time(), cpu_seconds(pid)
-            http.append(await http_block(pool, args.clients, args.per_client))
-            client_cpu.append((time.process_time() - own) / events * 1e6)
-            server_cpu.append((cpu_seconds(pid) - server) / events * 1e6)
+        for turn in range(args.rounds):
+            for side in ("library", "http") if turn % 2 == 0 else ("http", "library"):  # ABBA
+                own, server = time.process_time(), cpu_seconds(pid)
+                if side == "library":
+                    library.append(await library_block(manager, args.clients, args.per_client))
+                    library_cpu.append((time.process_time() - own) / events * 1e6)
+                else:
+                    http.append(await http_block(pool, args.clients, args.per_client))
+                    client_cpu.append((time.process_time() - own) / events * 1e6)
+                    server_cpu.append((cpu_seconds(pid) - server) / events * 1e6)
         for connection in pool:
             connection.close()
     ratios = [h / lib for h, lib in zip(http, library, strict=True)]
@@ -485,7 +488,7 @@ def main() -> None:
     parser.add_argument(
         "--clients", type=int, default=16, help="concurrent appenders (and keep-alive connections)"
     )
-    parser.add_argument("--per-client", type=int, default=100, help="events per appender per block")
+    parser.add_argument("--per-client", type=int, default=200, help="events per appender per block")
     parser.add_argument("--readers", type=int, default=500)
     parser.add_argument("--reader-procs", type=int, default=2)
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s appended during the fan-out")
