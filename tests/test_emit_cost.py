@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from huddle import EmbeddedRedis, NotAMemberError, SessionManager, SessionManagerConfig
+from huddle.errors import CorruptSessionDataError
 from huddle.backend.acl import create_acl_user
 from huddle.backend.autopipeline import marks_resends, retry_mark
 from huddle.core.store import EmitResult
@@ -277,3 +278,50 @@ async def test_a_resent_batch_larger_than_the_log_is_still_recognised(make_manag
     length = await manager.client.xlen(manager.keys.session(sid).events)
     assert await manager.emit_events(sid, batch, "a1") == first == list(range(2, 102))
     assert await manager.client.xlen(manager.keys.session(sid).events) == length
+
+
+async def test_checkpoints_list_the_members_after_joins_and_leaves_between_emits(
+    manager: SessionManager,
+) -> None:
+    """The members CSV a checkpoint stores is remembered between emits (Functions); joins and leaves in between
+    (also one leave + one join, same count) must show in the next checkpoint."""
+    sid = await manager.create_session("a1")
+    await manager.join_session(sid, "a2")
+
+    async def next_checkpoint_agents() -> list[str]:
+        before = len(await manager.get_checkpoints(sid))
+        while len(await manager.get_checkpoints(sid)) == before:
+            await manager.emit_event(sid, EVENT, "a1")
+        return sorted((await manager.get_checkpoints(sid))[0].agents)  # newest first
+
+    assert await next_checkpoint_agents() == ["a1", "a2"]
+    assert await next_checkpoint_agents() == ["a1", "a2"]  # from the remembered list
+    await manager.join_session(sid, "a3")
+    assert await next_checkpoint_agents() == ["a1", "a2", "a3"]
+    await manager.leave_session(sid, "a2")
+    await manager.join_session(sid, "a4")
+    assert await next_checkpoint_agents() == ["a1", "a3", "a4"]
+    await manager.client.hdel(manager.keys.session(sid).agents, "a4")  # behind huddle's back: count differs
+    assert await next_checkpoint_agents() == ["a1", "a3"]
+
+
+@pytest.mark.parametrize("field", ["seq", "ver", "ttl", "ncp", "idx", "first"])
+async def test_corrupt_meta_numbers_refuse_appends_with_a_typed_error_and_write_nothing(
+    manager: SessionManager, field: str
+) -> None:
+    sid = await manager.create_session("a1")
+    await manager.emit_event(sid, EVENT, "a1")
+    keys = manager.keys.session(sid)
+    for garbage in ("abc", "-1", "1e309", "nan", "", "99999999999999999999999", "1.5"):
+        if field in ("ncp", "idx", "ver") and garbage == "1.5":
+            continue  # a fraction there is harmless (compared or rewritten whole), not refused
+        await manager.client.hset(keys.meta, field, garbage)
+        before = [await manager.client.dump(key) for key in keys.emit]
+        for call in (
+            lambda: manager.emit_event(sid, EVENT, "a1"),
+            lambda: manager.emit_events(sid, [EVENT, EVENT], "a1"),
+        ):
+            with pytest.raises(CorruptSessionDataError) as info:
+                await call()
+            assert info.value.details["field"] in (field, "seq", "ttl"), (garbage, info.value.details)
+            assert [await manager.client.dump(key) for key in keys.emit] == before, (field, garbage)

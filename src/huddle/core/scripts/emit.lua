@@ -32,9 +32,9 @@ end
 local seq, ncp, idx, ver = tonumber(meta[1]), tonumber(meta[3]), tonumber(meta[4]), tonumber(meta[5])
 local first, ttl = tonumber(meta[6] or '1'), tonumber(meta[7])
 -- Stored counters must be non-negative numbers (NaN and inf fail the sum's comparison), checked once, here;
--- a fractional seq is refused by the XADD below (it writes first), a fractional 'first' where a trim reads it.
+-- a fractional seq is refused by the XADD below (it writes first); fractional ncp/idx/ver do no harm.
 if not (seq and ncp and idx and ver and first and ttl and seq + ncp + idx + ver + first + ttl < 1e13 and
-    seq >= 0 and ncp >= 0 and idx >= 0 and ver >= 0 and first >= 1 and ttl > 0 and (ttl * 1000) % 1 == 0) then
+    seq >= 0 and ncp >= 0 and idx >= 0 and ver >= 0 and first >= 1 and ttl > 0 and first % 1 + ttl % 1 == 0) then
   corrupt_counters(meta, EMIT_COUNTERS)
 end
 local in_grace = meta[2] == '1'
@@ -106,7 +106,7 @@ local more, cps, trim_cp, new_cps = nil, nil, false, false
 if top - first + 1 > cfg.max_events + cfg.trim_step then
   more = redis.call('HMGET', K_META, 'cps', 'kseq', 'hold', 'holdx')
   cps = auto_cp and top or tonumber(more[1])
-  if not (cps and first % 1 == 0 and (not more[2] or tonumber(more[2])) and (not more[3] or tonumber(more[3])) and
+  if not (cps and (not more[2] or tonumber(more[2])) and (not more[3] or tonumber(more[3])) and
       (not more[4] or tonumber(more[4]))) then
     corrupt_counters(more, TRIM_COUNTERS)
   end
