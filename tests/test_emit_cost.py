@@ -13,10 +13,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from huddle import EmbeddedRedis, NotAMemberError, SessionManager, SessionManagerConfig
-from huddle.errors import CorruptSessionDataError
 from huddle.backend.acl import create_acl_user
 from huddle.backend.autopipeline import marks_resends, retry_mark
 from huddle.core.store import EmitResult
+from huddle.errors import CorruptSessionDataError
 
 MakeManager = Callable[..., Awaitable[SessionManager]]
 EVENT = {"type": "modified", "data": {"n": 1}}
