@@ -11,7 +11,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Final
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter
 from starlette.types import Message, Receive, Scope, Send
 
 from ..core.manager import SessionManager
@@ -84,7 +84,8 @@ class AppendFastPath:
             message = await receive()
             if message["type"] != "http.request":
                 return  # the client went away
-            body += message.get("body", b"")
+            chunk = message.get("body", b"")
+            body = body + chunk if body else chunk  # one chunk is the usual case: no copy
             more = message.get("more_body", False)
             if len(body) > self.max_bytes:
                 await problem_response(too_large(self.max_bytes, len(body)), path)(scope, receive, send)
@@ -100,7 +101,7 @@ class AppendFastPath:
             if adapter is not None:
                 try:
                     submitted = adapter.validate_json(body)
-                except ValidationError:
+                except ValueError:  # pydantic's ValidationError included: the route words the refusal
                     submitted = None
         if submitted is None:  # let the documented route answer, with its own validation errors
             await full(scope, _replay(body, receive), send)
