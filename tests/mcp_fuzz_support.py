@@ -219,11 +219,14 @@ class Outcomes:
         """Counts per outcome (for the docs table), then per tool."""
         outcome: Counter[str] = Counter()
         tools: Counter[str] = Counter()
-        for (_, tool, result), n in self.per_route.items():
+        callers: Counter[str] = Counter()
+        for (identity, tool, result), n in self.per_route.items():
             outcome[result] += n
+            callers[identity] += n
             tools[tool if tool in TOOL_NAMES else "(unknown tool)"] += n
         return (
-            f"MCP tool calls: {self.calls}; outcomes {dict(outcome.most_common())}; per tool {dict(tools)}; "
+            f"MCP tool calls: {self.calls}; per caller {dict(callers)}; outcomes {dict(outcome.most_common())}; "
+            f"per tool {dict(sorted(tools.items()))}; "
             f"violations {len(self.violations)}"
         )
 
