@@ -308,6 +308,23 @@ class SessionStore:
         return [parse_event(session_id, entry_id, fields, stream) for entry_id, fields in entries]
 
     @redis_boundary
+    async def read_events_after_checked(
+        self, session_id: str, after_seq: int, count: int, block_ms: int
+    ) -> tuple[Event | None, list[Event]]:
+        """(the event at ``after_seq`` as stored now, or None; events with seq > after_seq, waiting up to
+        ``block_ms``), in one round trip, so a retry on another server (failover) shows that server's event."""
+        stream = self.keys.session(session_id).events
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xrange(stream, f"0-{after_seq}", f"0-{after_seq}", count=1)
+        pipe.xread({stream: f"0-{after_seq}"}, count=count, block=block_ms)
+        at, reply = await pipe.execute()
+        current = parse_event(session_id, at[0][0], at[0][1], stream) if at else None
+        if not reply:
+            return current, []
+        entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
+        return current, [parse_event(session_id, entry_id, fields, stream) for entry_id, fields in entries]
+
+    @redis_boundary
     async def first_and_last_seq(self, session_id: str) -> tuple[int, int] | None:
         """(first seq still in the log, last seq) or None if the session does not exist."""
         key = self.keys.session(session_id).meta

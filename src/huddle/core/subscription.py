@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
-from ..errors import EventsTrimmedError, RedisUnavailableError
+from ..errors import EventsRolledBackError, EventsTrimmedError, RedisUnavailableError
 from ..models import Event, LifecycleNotice
 from .store import REDIS_DOWN
 
@@ -22,6 +23,50 @@ log = logging.getLogger("huddle.core.subscription")
 
 BATCH = 200
 MAX_BACKOFF = 2.0
+# How many delivered events a subscription remembers (as fingerprints) to find what a failover replaced.
+WINDOW = 512
+
+
+def _fingerprint(event: Event) -> int:
+    return hash(event.model_dump_json())
+
+
+# The reply's own text, or redis-py's pipeline wrapping: "Command # 2 (...) of pipeline caused error: ('UNBLOCKED ..."
+_INTERRUPTED = re.compile(
+    r"(?:^|of pipeline caused error: \(['\"])(?:UNBLOCKED|READONLY|LOADING|MASTERDOWN) "
+)
+
+
+def _interrupted(exc: ResponseError) -> bool:
+    """A blocked read ended because the server changed role (failover, REPLICAOF): ask again, elsewhere."""
+    return _INTERRUPTED.search(str(exc)) is not None
+
+
+class _Delivered:
+    """Fingerprints of the last ``WINDOW`` events delivered, to tell after a reconnect whether they still stand."""
+
+    def __init__(self) -> None:
+        self.ring: list[int] = [0] * WINDOW
+        self.first = 0  # the first seq delivered (0: none yet)
+        self.last = 0
+
+    def add(self, event: Event) -> None:
+        self.ring[event.seq % WINDOW] = _fingerprint(event)
+        self.first = self.first or event.seq
+        self.last = event.seq
+
+    async def first_changed(self, store: SessionStore, session_id: str) -> int | None:
+        """The first delivered seq whose stored event differs or is gone (rolled back), None if all stand."""
+        bounds = await store.first_and_last_seq(session_id)
+        if not self.last or bounds is None:
+            return None  # nothing delivered, or the session is gone (the read loop ends on that)
+        log_first, log_last = bounds
+        start = max(self.first, self.last - WINDOW + 1, log_first)  # below log_first: trimmed, not changed
+        end = min(self.last, log_last)
+        for event in await store.get_events(session_id, start, end, None) if start <= end else []:
+            if _fingerprint(event) != self.ring[event.seq % WINDOW]:
+                return event.seq
+        return log_last + 1 if log_last < self.last else None
 
 
 class FeedOwner(Protocol):
@@ -58,9 +103,33 @@ async def follow(
             session_id=session_id, first_available=bounds[0],
         )  # fmt: skip
     backoff = 0.05
+    delivered = _Delivered()
+    reconnected = False
     while not manager.closed:
         try:
-            events = await store.read_events_after(session_id, next_seq - 1, BATCH, max(block_ms, 10))
+            # After a failover with asynchronous replication the new master may lack events this subscription
+            # delivered and reuse their seqs for others: resuming at next_seq would skip those. Each read also
+            # returns the last delivered event as stored now (same round trip, so also after a retry the client
+            # made on its own), and after an outage the last WINDOW delivered are compared.
+            if delivered.last:
+                current, events = await store.read_events_after_checked(
+                    session_id, next_seq - 1, BATCH, max(block_ms, 10)
+                )
+                if (
+                    reconnected
+                    or current is None
+                    or _fingerprint(current) != delivered.ring[current.seq % WINDOW]
+                ):
+                    changed = await delivered.first_changed(store, session_id)
+                    if changed is not None:
+                        raise EventsRolledBackError(
+                            f"events {changed}..{delivered.last} of session {session_id!r} were delivered, then "
+                            f"lost by a Redis failover and replaced; resubscribe from seq {changed}",
+                            session_id=session_id, first_changed_seq=changed, last_delivered_seq=delivered.last,
+                        )  # fmt: skip
+                    reconnected = False
+            else:
+                events = await store.read_events_after(session_id, next_seq - 1, BATCH, max(block_ms, 10))
             if not events:
                 status = await store.status_and_seq(session_id)
                 if status is None:
@@ -68,10 +137,13 @@ async def follow(
                 if status[0] == "completed" and status[1] < next_seq:
                     return
                 continue
-        except (RedisUnavailableError, *REDIS_DOWN) as exc:  # an outage: resume; anything else is raised
+        except (RedisUnavailableError, ResponseError, *REDIS_DOWN) as exc:  # an outage: resume; else raised
+            if isinstance(exc, ResponseError) and not _interrupted(exc):
+                raise
             if manager.closed:
                 return
             log.warning("subscription to %s lost Redis (%s); resuming at seq %d", session_id, exc, next_seq)
+            reconnected = True
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
             continue
@@ -83,6 +155,7 @@ async def follow(
                     session_id=session_id, first_available=event.seq,
                 )  # fmt: skip
             next_seq += 1
+            delivered.add(event)
             yield event
 
 
