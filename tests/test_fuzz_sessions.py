@@ -9,7 +9,6 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import pytest
 from reliability.fuzz import Tally, garbage_values
 
 from huddle import SessionManager
@@ -173,11 +172,6 @@ async def _first_event(manager: SessionManager, sid: str) -> int:
     return 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="emit side (helper H1: emit.lua / emit_batch.lua): corrupt meta numbers still give Lua errors and "
-    "partial writes; every other read and mutation is typed and writes nothing (see /work/notes/requests.md)",
-)
 async def test_corrupted_session_data_gives_typed_errors_and_refused_mutations_write_nothing(
     manager: SessionManager,
 ) -> None:
