@@ -54,11 +54,17 @@ TOPOLOGY_KINDS = {
     "Sentinel: master paused until replaced, sentinels demote it (~8 s), min_replicas=1": FailoverScenario(
         "sentinel-pause-min1", "sentinel", ("pause",), 1, min_replicas=1
     ),
+    "Sentinel: master paused until replaced, sentinels demote it (~8 s), min_replicas=2 (every replica)": (
+        FailoverScenario("sentinel-pause-min2", "sentinel", ("pause",), 1, min_replicas=2)
+    ),
     "Sentinel: master paused, demoted 0.5 s after it resumes, min_replicas=0": FailoverScenario(
         "sentinel-pausedemote-min0", "sentinel", ("pause",), 2, demote_after=0.5
     ),
     "Sentinel: master paused, demoted 0.5 s after it resumes, min_replicas=1": FailoverScenario(
         "sentinel-pausedemote-min1", "sentinel", ("pause",), 2, min_replicas=1, demote_after=0.5
+    ),
+    "Sentinel: master paused, demoted 0.5 s after it resumes, min_replicas=2 (every replica)": FailoverScenario(
+        "sentinel-pausedemote-min2", "sentinel", ("pause",), 2, min_replicas=2, demote_after=0.5
     ),
     "Cluster: master SIGKILL x3, min_replicas=0": FailoverScenario(
         "cluster-kill-min0", "cluster", ("kill",), 3
