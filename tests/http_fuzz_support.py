@@ -209,6 +209,16 @@ def _aim_at_known_data(case: Any, data: st.DataObject) -> None:
         params["session_id"] = data.draw(st.sampled_from(KNOWN_SESSIONS), label="session")
     if "agent_id" in params and data.draw(st.booleans(), label="known agent"):
         params["agent_id"] = data.draw(st.sampled_from(AGENT_IDS), label="agent")
+    headers = case.headers or {}
+    if "If-Match" in headers and data.draw(st.booleans(), label="drop If-Match"):
+        del headers["If-Match"]  # a random If-Match is refused before anything else is looked at
+    bodies = case.body if isinstance(case.body, list) else [case.body]
+    if data.draw(st.booleans(), label="known actor"):
+        agent = data.draw(st.sampled_from(AGENT_IDS), label="actor")
+        for body in bodies:  # one actor for a whole batch, as the API requires
+            for name in ("actor", "agent_id"):
+                if isinstance(body, dict) and name in body:
+                    body[name] = agent
 
 
 BACKGROUND_KEYS = re.compile(rb":replay:\{[^}]*\}:|:replay_holds$")
