@@ -18,7 +18,8 @@ import redis
 from hypothesis import strategies as st
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp_types import CallToolResult
+from mcp.shared.exceptions import MCPError
+from mcp_types import CallToolResult, ReadResourceResult
 
 from huddle import SessionManager, SessionManagerConfig, errors
 from huddle.api.mcp import Caller, create_mcp_server
@@ -45,6 +46,8 @@ TOOL_NAMES = frozenset(
     {"create_session", "join_session", "leave_session", "list_sessions", "get_session", "post_event", "handoff",
      "read_events", "wait_for_events", "checkpoint", "complete_session", "list_failures"}
 )  # fmt: skip
+RESOURCE = "(read resource)"
+"""Pseudo tool name of a ``resources/read`` call (resources answer errors as protocol errors, not tool results)."""
 WRITE_TOOLS = frozenset(
     {
         "create_session",
@@ -158,8 +161,15 @@ def tool_calls(
                 arguments[name] = draw(_for_property(name, spec))
         kind = draw(
             st.sampled_from(["schema", "schema", "wrong_type", "missing", "extra", "huge", "numbers", "unicode",
-                             "unknown_tool"])
+                             "unknown_tool", "resource"])
         )  # fmt: skip
+        if kind == "resource":
+            sid = draw(SESSION_IDS | st.sampled_from([HUGE_TEXT[:5000], "%00", "a/b", "..", "?x=1"]))
+            suffix = draw(st.sampled_from(["", "/timeline", "/other", "/timeline/x"]))
+            scheme = draw(
+                st.sampled_from(["huddle://sessions/", "huddle://sessions/", "huddle://", "file:///"])
+            )
+            return ToolCall(identity, RESOURCE, {"uri": f"{scheme}{sid}{suffix}"}, kind)
         if kind == "wrong_type" and props:
             name = draw(st.sampled_from(sorted(props)))
             arguments[name] = draw(_wrong_type(props[name]))
@@ -223,7 +233,7 @@ class Outcomes:
         for (identity, tool, result), n in self.per_route.items():
             outcome[result] += n
             callers[identity] += n
-            tools[tool if tool in TOOL_NAMES else "(unknown tool)"] += n
+            tools[tool if tool in TOOL_NAMES | {RESOURCE} else "(unknown tool)"] += n
         return (
             f"MCP tool calls: {self.calls}; per caller {dict(callers)}; outcomes {dict(outcome.most_common())}; "
             f"per tool {dict(sorted(tools.items()))}; "
@@ -297,6 +307,8 @@ def check_call(
     under another name, a write by an identity that may not write."""
     problems = []
     label = f"{call.identity} {call.tool}({_short(call.arguments)}) [{call.kind}]"
+    if call.tool == RESOURCE:
+        return _check_resource(label, result, before, view)
     if not isinstance(result, CallToolResult):
         return [f"{label}: no tool result: {result!r}"[:400]]
     actors = view.new_actors()
@@ -322,8 +334,29 @@ def check_call(
     return problems
 
 
+def _check_resource(label: str, result: object, before: dict[bytes, object], view: RedisView) -> list[str]:
+    """A resource read returns contents, or a protocol error whose message starts with a huddle code (or says
+    the URI matches no resource); it never writes."""
+    problems = []
+    if isinstance(result, MCPError):
+        code = result.message.split(":", 1)[0]
+        if code not in KNOWN_CODES and not result.message.startswith("Unknown resource"):
+            problems.append(f"{label}: resource error without a huddle code: {result.message[:200]!r}")
+        if len(result.message) > 2_000:
+            problems.append(f"{label}: resource error of {len(result.message)} characters")
+    elif not isinstance(result, ReadResourceResult):
+        problems.append(f"{label}: no resource result: {result!r}"[:400])
+    if view.new_actors() or view.snapshot() != before:
+        problems.append(f"{label}: a resource read wrote to Redis")
+    return problems
+
+
 def outcome_of(result: object) -> str:
-    """'ok', 'error:<code>' or 'no-result'."""
+    """'ok', 'error:<code>', 'protocol-error:<code>' or 'no-result'."""
+    if isinstance(result, ReadResourceResult):
+        return "ok"
+    if isinstance(result, MCPError):
+        return f"protocol-error:{result.message.split(':', 1)[0][:40]}"
     if not isinstance(result, CallToolResult):
         return "no-result"
     if not result.is_error:
@@ -411,6 +444,8 @@ class McpDriver:
 
         async def work() -> object:
             try:
+                if tool == RESOURCE:
+                    return await client.read_resource(arguments["uri"])
                 return await client.call_tool(tool, arguments)
             except Exception as exc:  # a protocol error or a dead server: reported by check_call
                 return exc
