@@ -114,7 +114,7 @@ def test_fuzzed_cli_arguments_get_typed_errors(
     rng = random.Random(20)
     sid = "s-fuzz"
     crashes: list[str] = []
-    exits: dict[int, int] = {}
+    exits: dict[str, int] = {}
     for _ in range(INVOCATIONS):
         command = rng.choice(list(COMMANDS))
         options, flags = COMMANDS[command]

@@ -219,7 +219,13 @@ async def test_the_huddle_user_may_load_and_call_functions_but_not_flush_delete_
     config = SessionManagerConfig(
         redis_url=redis_server.url, username=name, password=password, namespace=namespace
     )
-    refused = ("SCRIPT FLUSH", "SCRIPT KILL", "FLUSHALL", "FLUSHDB", "CONFIG SET maxmemory 1")
+    refused: tuple[str, ...] = (
+        "SCRIPT FLUSH",
+        "SCRIPT KILL",
+        "FLUSHALL",
+        "FLUSHDB",
+        "CONFIG SET maxmemory 1",
+    )
     if await server_version(admin) >= (7, 0):
         refused += ("FUNCTION FLUSH", "FUNCTION DELETE huddle_x", "FUNCTION RESTORE x", "FUNCTION KILL")
     async with SessionManager(config) as manager:
