@@ -20,7 +20,7 @@ from huddle import (
 GOOD = {"type": "modified"}
 
 # (what, call arguments as (session, event, actor, options), expected error type)
-CASES: list[tuple[str, tuple[str | None, Any, str, dict[str, Any]], type[HuddleError]]] = [
+CASES: list[tuple[str, tuple[str | None, Any, Any, dict[str, Any]], type[HuddleError]]] = [
     ("session id with braces", ("{evil}", GOOD, "a1", {}), InvalidIdentifierError),
     ("session id with space", ("a b", GOOD, "a1", {}), InvalidIdentifierError),
     ("empty session id", ("", GOOD, "a1", {}), InvalidIdentifierError),
