@@ -3,7 +3,8 @@ observer, none): every operation with positive and negative data, then stateful 
 schemathesis infers. No 5xx, every response matches the schema, every error is problem+json with a huddle
 code, and a mutation refused with a 4xx changes nothing in Redis (see ``http_fuzz_support``).
 
-``HUDDLE_FUZZ_HTTP_EXAMPLES`` sets the examples per operation and role (default 3: ~300 requests);
+``HUDDLE_FUZZ_HTTP_EXAMPLES`` sets the examples per operation for admin and agent (default 4; writes twice, fewer for
+observer and no token: ~300 requests);
 ``benchmarks/fuzz_http.py`` runs thousands."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from http_fuzz_support import ROLES, HttpFuzz, seed
 
 from huddle import EmbeddedRedis
 
-EXAMPLES = int(os.environ.get("HUDDLE_FUZZ_HTTP_EXAMPLES", "3"))
+EXAMPLES = int(os.environ.get("HUDDLE_FUZZ_HTTP_EXAMPLES", "4"))
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def test_every_operation_and_role_gets_a_conforming_answer(campaign: HttpFuzz) -
     assert not campaign.failures, "\n\n".join(campaign.failures.values())
     assert len(campaign.operations) >= 20
     assert {role for _, role in campaign.tried} == set(ROLES)
-    assert campaign.requests >= len(campaign.operations) * len(ROLES) * min(EXAMPLES, 2)
+    assert campaign.requests >= len(campaign.operations) * 2 * min(EXAMPLES, 3)
     # The refusals were reached, not only 404s: each role met its own kind of answer.
     assert {200, 201, 401, 403, 404, 422} <= set(campaign.statuses), campaign.statuses
 
@@ -44,7 +45,7 @@ def test_every_operation_and_role_gets_a_conforming_answer(campaign: HttpFuzz) -
 def test_linked_sequences_get_conforming_answers(campaign: HttpFuzz) -> None:
     before = campaign.requests
     links = campaign.stateful("admin", examples=max(EXAMPLES * 3, 5), steps=6)
-    links += campaign.stateful("alice", examples=max(EXAMPLES * 2, 3), steps=6)
+    links = max(links, campaign.stateful("alice", examples=max(EXAMPLES * 2, 3), steps=6))
     print(f"schemathesis stateful: {campaign.requests - before} requests over {links} links")
     assert links > 0, "schemathesis inferred no links between operations"
     assert not campaign.failures, "\n\n".join(campaign.failures.values())
