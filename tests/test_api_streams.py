@@ -19,6 +19,7 @@ from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
 from huddle.api.fanout import Coalescing, Encoded, Hub
 from huddle.api.sse import HEARTBEAT
 from huddle.api.streams import StreamService, StreamSettings
+from huddle.errors import EventsRolledBackError
 
 
 def parse(chunk: bytes) -> list[dict[str, str]]:
@@ -80,6 +81,19 @@ async def test_a_hub_joins_a_window_once_for_all_caught_up_streams_and_marks_lag
     await hub.stop()
     assert Coalescing().window(10) == 0.005 and Coalescing().window(1000) == 0.01
     assert Coalescing().window(10_000) == 0.025
+
+
+async def test_a_rollback_after_failover_tells_the_reader_to_read_again_from_the_first_replaced_seq(
+    make_manager: Any,
+) -> None:
+    manager = await make_manager()
+    session = await manager.create_session("alice")
+    service = StreamService(manager)
+    error = EventsRolledBackError("replaced", session_id=session, first_changed_seq=5, last_delivered_seq=8)
+    chunk, _, final = await service._ending(session, error, 9)  # the hub's feed ended with this error
+    body = json.loads(parse(chunk)[0]["data"])
+    assert final and body["code"] == "events_rolled_back" and body["status"] == 409
+    assert body["resume_from_seq"] == 5  # not 9: seqs 5..8 were sent, then replaced
 
 
 async def test_a_reader_behind_trimming_gets_a_typed_error_event(make_manager: Any) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.manager import SessionManager
-from ..errors import EventsTrimmedError, HuddleError, SessionNotFoundError
+from ..errors import EventsRolledBackError, EventsTrimmedError, HuddleError, SessionNotFoundError
 from ..replay import SessionReplay
 from ..replay.models import ReplayFrame, ReplayOptions
 from .fanout import Coalescing, Fanout, Hub, Subscriber, event_frame
@@ -181,7 +181,15 @@ class StreamService:
         """Once the hub ended (with ``error``): the rest of the log, then ``completed`` or an error frame;
         returns (frames, next seq, final)."""
         if isinstance(error, HuddleError):
-            return error_frame(error, resume_from_seq=next_seq), next_seq, True
+            resume = next_seq
+            changed = (
+                error.details.get("first_changed_seq") if isinstance(error, EventsRolledBackError) else None
+            )
+            if isinstance(
+                changed, int
+            ):  # a failover replaced events this stream sent: they must be read again
+                resume = min(resume, changed)
+            return error_frame(error, resume_from_seq=resume), next_seq, True
         if error is not None:
             return error_frame(HuddleError("the event feed failed"), resume_from_seq=next_seq), next_seq, True
         parts: list[bytes] = []
