@@ -105,6 +105,7 @@ class HttpFuzz:
         headers = auth(role) if role != "anonymous" else {}
         mutating = case.method.upper() in MUTATING
         before = _foreground(self.view.snapshot()) if mutating else None
+        ttls = self.view.ttls
         response = case.call(headers=headers)
         label = case.operation.label
         self.tried[(label, role)] += 1
@@ -126,10 +127,8 @@ class HttpFuzz:
         if before is not None and 400 <= response.status_code < 500:
             after = _foreground(self.view.snapshot())
             if after != before:
-                changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-                problems.append(
-                    ("refused-but-wrote", f"{response.status_code} but Redis changed: {changed[:5]}")
-                )
+                diff = self.view.explain(before, after, ttls)
+                problems.append(("refused-but-wrote", f"{response.status_code} but Redis changed: {diff}"))
         for kind, message in problems:
             self.failure_count += 1
             key = f"{label} [{role}] {kind}"
@@ -225,7 +224,7 @@ def _aim_at_known_data(case: Any, data: st.DataObject) -> None:
         agent = data.draw(st.sampled_from(AGENT_IDS), label="actor")
         for body in bodies:  # one actor for a whole batch, as the API requires
             for name in ("actor", "agent_id"):
-                if isinstance(body, dict) and name in body:
+                if isinstance(body, dict) and (name in body or (name == "actor" and len(bodies) > 1)):
                     body[name] = agent
 
 

@@ -268,6 +268,8 @@ class RedisView:
         self.client = redis.Redis.from_url(url)
         self.namespace = namespace
         self.seen: dict[bytes, bytes] = {}
+        self.ttls: dict[bytes, int] = {}
+        """PTTL of every key at the last snapshot (to explain a difference)."""
 
     def snapshot(self) -> dict[bytes, object]:
         """Every key of the namespace with its content (not DUMP: a read may rehash a hash and reorder it),
@@ -279,11 +281,22 @@ class RedisView:
             pipe.pttl(key)
         replies = pipe.execute()
         kinds = dict(zip(keys, replies[0::2], strict=True))
-        lasting = [k for k, ttl in zip(keys, replies[1::2], strict=True) if not 0 <= ttl <= EXPIRING_MS]
+        self.ttls = dict(zip(keys, replies[1::2], strict=True))
+        lasting = [k for k, ttl in self.ttls.items() if not 0 <= ttl <= EXPIRING_MS and kinds[k] != b"none"]
         for key in lasting:
             READERS.get(kinds[key], _dump)(pipe, key)
         values = [_comparable(v) for v in pipe.execute()]
         return {key: (kinds[key], value) for key, value in zip(lasting, values, strict=True)}
+
+    def explain(self, before: dict[bytes, object], after: dict[bytes, object], ttls: dict[bytes, int]) -> str:
+        """Which keys differ, each as gone / new / changed, with its PTTL before (ms; -1: none)."""
+        changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+        shown = [
+            f"{k.decode(errors='replace')} "
+            f"{'gone' if k not in after else 'new' if k not in before else 'changed'} (pttl {ttls.get(k)})"
+            for k in changed[:6]
+        ]
+        return ", ".join(shown) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
 
     def new_actors(self) -> list[str]:
         """Actors of every event appended to any session since the last call (and remember where we are)."""
@@ -322,10 +335,12 @@ def check_call(
             problems.append(f"{label}: error text does not start with its code: {text[:200]!r}")
         if len(text) > 2_000:
             problems.append(f"{label}: error text of {len(text)} characters floods the caller")
+        ttls = view.ttls
         after = view.snapshot()
         if after != before:
-            changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-            problems.append(f"{label}: refused ({code}) but Redis changed: {changed[:5]}")
+            problems.append(
+                f"{label}: refused ({code}) but Redis changed: {view.explain(before, after, ttls)}"
+            )
     wrong = [a for a in actors if a not in (agent, SYSTEM_ACTOR)]
     if wrong:
         problems.append(f"{label}: events written as {wrong} by {agent}")
