@@ -121,6 +121,10 @@ async def run_service(
                     log_level=log_level,
                     lifespan="on",
                     access_log=False,
+                    # huddle never uses the client address (no access log), so X-Forwarded-* need no
+                    # parsing on every request; no "server: uvicorn" header either.
+                    proxy_headers=False,
+                    server_header=False,
                     timeout_graceful_shutdown=int(SERVER_GRACE),
                 )
             )
