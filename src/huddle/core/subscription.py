@@ -56,17 +56,24 @@ class _Delivered:
         self.last = event.seq
 
     async def first_changed(self, store: SessionStore, session_id: str) -> int | None:
-        """The first delivered seq whose stored event differs or is gone (rolled back), None if all stand."""
+        """The first delivered seq whose stored event differs or is gone (rolled back), None if all stand.
+
+        Only the last ``WINDOW`` delivered are remembered: when the change reaches back to the window's start (or
+        the log now ends below it), the first seq that cannot be vouched for is named (all delivered still in
+        the log), so re-reading from it never skips a replaced event."""
         bounds = await store.first_and_last_seq(session_id)
         if not self.last or bounds is None:
             return None  # nothing delivered, or the session is gone (the read loop ends on that)
         log_first, log_last = bounds
-        start = max(self.first, self.last - WINDOW + 1, log_first)  # below log_first: trimmed, not changed
+        floor = max(self.first, log_first)  # below log_first: trimmed, not changed
+        start = max(floor, self.last - WINDOW + 1)
         end = min(self.last, log_last)
         for event in await store.get_events(session_id, start, end, None) if start <= end else []:
             if _fingerprint(event) != self.ring[event.seq % WINDOW]:
-                return event.seq
-        return log_last + 1 if log_last < self.last else None
+                return floor if event.seq == start else event.seq
+        if log_last >= self.last:
+            return None
+        return floor if log_last < start else log_last + 1
 
 
 class FeedOwner(Protocol):
