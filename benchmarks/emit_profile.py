@@ -94,7 +94,12 @@ def body_library(n: int) -> tuple[str, list[str]]:
         variants.append((f"cut before '{marker}'", "\n".join(lines[:stop]) + "\nreturn 1"))
     no_cp = body.replace("local auto_cp = cfg.interval > 0 and ncp >= cfg.interval", "local auto_cp = false")
     variants += [("whole body without auto-checkpoints", no_cp), ("whole body", body)]
-    out = ["#!lua name=h_emit_profile_body", "local KEYS, ARGV = {}, {}", lua_file("common")]
+    out = [
+        "#!lua name=h_emit_profile_body",
+        "local KEYS, ARGV = {}, {}",
+        lua_file("common"),
+        "PERSISTENT = true",
+    ]
     for i, (_, text) in enumerate(variants):
         out += [
             f"local function body{i}()",

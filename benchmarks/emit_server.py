@@ -35,6 +35,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
+from huddle.backend.connection import ready
 
 LEAN = """local seq = redis.call('HINCRBY', KEYS[1], 'last_seq', 1)
 local t = redis.call('TIME')
@@ -108,21 +109,24 @@ async def run_batch(manager: SessionManager, sid: str, events: int, actor: str) 
 
 async def recorded_calls(manager: SessionManager, sid: str, agents: list[str]) -> list[tuple[Any, ...]]:
     """The script commands ``emit_event`` sends for EVENT, one per agent (retry mark as a first send)."""
-    real = manager.store.client
-    original = real.execute_command
+    real = await ready(manager.client)
+    holders = [real] if real is manager.client else [real, manager.client]  # an AutoClient caches methods
+    originals = [holder.execute_command for holder in holders]
     captured: list[tuple[Any, ...]] = []
 
     def spy(*args: Any, **options: Any) -> Any:
         if str(args[0]).upper() in ("EVALSHA", "FCALL"):
             captured.append(tuple(b"f" if isinstance(arg, memoryview) else arg for arg in args))
-        return original(*args, **options)
+        return originals[0](*args, **options)
 
-    real.execute_command = spy
+    for holder in holders:
+        holder.execute_command = spy
     try:
         for agent in agents:
             await manager.emit_event(sid, EVENT, agent)
     finally:
-        del real.execute_command
+        for holder in holders:
+            del holder.execute_command
     return captured
 
 

@@ -80,7 +80,7 @@ def library() -> tuple[str, dict[str, str]]:
     parts = [lua_file("common")] + [lua_file(name) for name in FUNCTION_SCRIPTS]
     tag = hashlib.sha1("\0".join(parts).encode()).hexdigest()[:12]
     names = {name: f"huddle_{name}_{tag}" for name in FUNCTION_SCRIPTS}
-    lines = [f"#!lua name=huddle_{tag}", "local KEYS, ARGV = {}, {}", parts[0]]
+    lines = [f"#!lua name=huddle_{tag}", "local KEYS, ARGV = {}, {}", parts[0], "PERSISTENT = true"]
     for name in FUNCTION_SCRIPTS:
         lines += [
             f"redis.register_function('{names[name]}', function(keys, args)",

@@ -89,6 +89,8 @@ end
 -- As a Redis Function (7.0+) the parsed table stays cached between calls (a library's locals live as long as
 -- the library); as a script (6.2) it is parsed on every call.
 local SETTINGS, SETTINGS_COUNT = {}, 0
+-- True in the function library (set by its preamble): only there do the caches below outlive a call.
+local PERSISTENT = false
 
 local function emit_settings(text)
   local reset, interval, max_events, refresh, max_cps, fail_n, fail_ttl, publish, csv =
@@ -102,18 +104,21 @@ local function emit_settings(text)
     failure_events = tonumber(fail_n), failure_ttl = tonumber(fail_ttl), failure_csv = csv,
     publish = publish == 'SPUBLISH' and 'SPUBLISH' or 'PUBLISH',
   }
-  if SETTINGS_COUNT >= 64 then -- many managers with different settings: start over rather than grow
-    SETTINGS, SETTINGS_COUNT = {}, 0
+  if PERSISTENT then
+    if SETTINGS_COUNT >= 64 then -- many managers with different settings: start over rather than grow
+      SETTINGS, SETTINGS_COUNT = {}, 0
+    end
+    SETTINGS[text], SETTINGS_COUNT = settings, SETTINGS_COUNT + 1
   end
-  SETTINGS[text], SETTINGS_COUNT = settings, SETTINGS_COUNT + 1
   return settings
 end
 
 -- Raise the typed 'corrupt' error for the first of 'names' whose value in 'values' (an HMGET reply in the
 -- same order) is not a stored non-negative integer; a missing field is fine where names[i] ends in '?'.
-local EMIT_COUNTERS = {'seq', '', 'ncp', 'idx', 'ver', 'first?', 'ttl'}
-local TRIM_COUNTERS = {'cps', 'kseq?', 'hold?', 'holdx?'}
-local function corrupt_counters(values, names)
+-- (The lists are built here, on the error path: a script's top-level tables are rebuilt on every call on 6.2.)
+local function corrupt_counters(values, which)
+  local names = which == 'trim' and {'cps', 'kseq?', 'hold?', 'holdx?'} or
+    {'seq', '', 'ncp', 'idx', 'ver', 'first?', 'ttl'}
   local largest, largest_value = 'seq', -1
   for i, name in ipairs(names) do
     local optional = string.sub(name, -1) == '?'
@@ -178,6 +183,9 @@ local function members_after(chain, seq, ver)
     chain.seq, chain.ver = seq, ver
     return
   end
+  if not PERSISTENT then
+    return
+  end
   if MEMBERS_COUNT >= 4096 then
     MEMBERS, MEMBERS_COUNT = {}, 0
   end
@@ -191,7 +199,7 @@ local function small_int(n)
   local text = SMALL[n]
   if text == nil then
     text = fmt(n)
-    if n < 4096 then
+    if PERSISTENT and n < 4096 then
       SMALL[n] = text
     end
   end

@@ -35,7 +35,7 @@ local first, ttl = tonumber(meta[6] or '1'), tonumber(meta[7])
 -- a fractional seq is refused by the XADD below (it writes first); fractional ncp/idx/ver do no harm.
 if not (seq and ncp and idx and ver and first and ttl and seq + ncp + idx + ver + first + ttl < 1e13 and
     seq >= 0 and ncp >= 0 and idx >= 0 and ver >= 0 and first >= 1 and ttl > 0 and first % 1 + ttl % 1 == 0) then
-  corrupt_counters(meta, EMIT_COUNTERS)
+  corrupt_counters(meta, 'emit')
 end
 local in_grace = meta[2] == '1'
 local status = in_grace and redis.call('HGET', K_META, 'status') or 'active'
@@ -108,7 +108,7 @@ if top - first + 1 > cfg.max_events + cfg.trim_step then
   cps = auto_cp and top or tonumber(more[1])
   if not (cps and (not more[2] or tonumber(more[2])) and (not more[3] or tonumber(more[3])) and
       (not more[4] or tonumber(more[4]))) then
-    corrupt_counters(more, TRIM_COUNTERS)
+    corrupt_counters(more, 'trim')
   end
   -- The log is about to lose events: a checkpoint must hold the state at or after them.
   trim_cp = cps < top - cfg.max_events
