@@ -10,12 +10,10 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import (
     ResourceError,
     ResourceNotFoundError,
-    ToolError,
-    UnexpectedToolError,
 )
 from mcp.server.subscriptions import InMemorySubscriptionBus
-from mcp_types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field, ValidationError
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field
 
 from ... import __version__
 from ...core.manager import SessionManager
@@ -23,6 +21,7 @@ from ...errors import HuddleError, SessionNotFoundError
 from ...models import SessionDocument
 from . import prompt
 from .descriptions import INSTRUCTIONS, TOOL_DESCRIPTIONS
+from .refusals import HuddleServer, clip, failure
 from .schemas import (
     Appended,
     CheckpointTaken,
@@ -32,7 +31,6 @@ from .schemas import (
     SessionJoined,
     SessionLeft,
     SessionList,
-    ToolErrorBody,
 )
 from .tools import Caller, HuddleTools, ToolRefused, error_text, event_line
 from .watch import SessionWatch
@@ -69,62 +67,16 @@ def _result(model: BaseModel, text: str) -> CallToolResult:
     )
 
 
-MAX_ERROR_CHARS = 1000
-"""A refusal quotes at most this much: an error must not flood a model's context (ids are echoed back)."""
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= MAX_ERROR_CHARS else f"{text[:MAX_ERROR_CHARS]}... ({len(text)} characters)"
-
-
-def _failure(code: str, text: str, message: str) -> CallToolResult:
-    text, message = _clip(text), _clip(message)
-    body = ToolErrorBody(code=code, message=message).model_dump(mode="json")
-    return CallToolResult(
-        content=[TextContent(type="text", text=text)], structured_content=body, is_error=True
-    )
-
-
 async def _run(work: Callable[[], Awaitable[tuple[BaseModel, str]]]) -> CallToolResult:
     """Run one tool: huddle's typed errors become MCP tool errors carrying their code; the server keeps going."""
     try:
         model, text = await work()
     except (HuddleError, ToolRefused) as exc:
-        return _failure(exc.code, error_text(exc), exc.message)
+        return failure(exc.code, error_text(exc), exc.message)
     except Exception as exc:  # the tool boundary: report, log, keep serving
         log.exception("MCP tool failed unexpectedly")
-        return _failure("internal_error", f"internal_error: {type(exc).__name__}", type(exc).__name__)
+        return failure("internal_error", f"internal_error: {type(exc).__name__}", type(exc).__name__)
     return _result(model, text)
-
-
-def _invalid_arguments(tool: str, exc: ValidationError) -> str:
-    problems = [
-        f"{'.'.join(str(part) for part in error['loc']) or 'arguments'}: {error['msg']}"
-        for error in exc.errors(include_input=False, include_url=False)[:5]
-    ]
-    return f"invalid arguments for {tool}: " + "; ".join(problems)
-
-
-class _HuddleServer(MCPServer):
-    """``MCPServer`` whose refusals before a tool runs (unknown tool, arguments outside its input schema) are
-    tool errors with a code too, like every huddle refusal; a crash is ``internal_error``, logged."""
-
-    async def call_tool(
-        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
-    ) -> CallToolResult | InputRequiredResult:
-        try:
-            return await super().call_tool(name, arguments, context)
-        except UnexpectedToolError:
-            log.exception("MCP tool %r failed unexpectedly", name[:64])
-            return _failure("internal_error", "internal_error: the tool failed", "the tool failed")
-        except ToolError as exc:
-            if isinstance(exc.__cause__, ValidationError):
-                message = _invalid_arguments(name, exc.__cause__)
-                return _failure("invalid_request", f"invalid_request: {message}", message)
-            if name not in TOOL_DESCRIPTIONS:
-                message = f"no tool named {name[:64]!r}; list_tools names the tools"
-                return _failure("not_found", f"not_found: {message}", message)
-            return _failure("invalid_request", f"invalid_request: {exc}", str(exc))
 
 
 class HuddleMcp:
@@ -333,15 +285,15 @@ class HuddleMcp:
         try:
             return await work
         except SessionNotFoundError as exc:
-            raise ResourceNotFoundError(error_text(exc)) from exc
+            raise ResourceNotFoundError(clip(error_text(exc))) from exc
         except HuddleError as exc:
-            raise ResourceError(error_text(exc)) from exc
+            raise ResourceError(clip(error_text(exc))) from exc
 
 
 def create_mcp_server(manager: SessionManager, identify: Identify) -> MCPServer:
     """An ``MCPServer`` whose tools act through ``manager`` as the caller ``identify`` returns."""
     bus = InMemorySubscriptionBus()
-    server: MCPServer = _HuddleServer(
+    server: MCPServer = HuddleServer(
         "huddle",
         title="huddle sessions",
         instructions=INSTRUCTIONS,
