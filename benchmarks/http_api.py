@@ -199,18 +199,22 @@ class KeepAlive(asyncio.Protocol):
             self.transport.close()
 
 
-async def http_block(pool: list[KeepAlive], clients: int, per_client: int) -> float:
+async def http_block(pool: list[KeepAlive], clients: int, per_client: int, batch: int = 1) -> float:
+    """Events/s appended over HTTP: each client sends ``per_client`` events, one per request or, with ``batch``
+    > 1, as JSON arrays of ``batch`` events (one atomic append each)."""
     sessions = []
     for n in range(clients):
         _, created = await pool[0].post("/v1/sessions", json.dumps({"agent_id": f"agent{n}"}).encode())
         sessions.append(json.loads(created)["session_id"])
 
-    bodies = [json.dumps({**EVENT, "actor": f"agent{n}"}).encode() for n in range(clients)]
+    events = [{**EVENT, "actor": f"agent{n}"} for n in range(clients)]
+    bodies = [json.dumps(event if batch == 1 else [event] * batch).encode() for event in events]
+    requests = max(per_client // batch, 1)
     started = time.perf_counter()
     await asyncio.gather(
-        *(pool[n].repeat(f"/v1/sessions/{sessions[n]}/events", bodies[n], per_client) for n in range(clients))
+        *(pool[n].repeat(f"/v1/sessions/{sessions[n]}/events", bodies[n], requests) for n in range(clients))
     )
-    return clients * per_client / (time.perf_counter() - started)
+    return clients * requests * batch / (time.perf_counter() - started)
 
 
 async def throughput(
@@ -234,7 +238,7 @@ async def throughput(
                     library.append(await library_block(manager, args.clients, args.per_client))
                     library_cpu.append((time.process_time() - own) / events * 1e6)
                 else:
-                    http.append(await http_block(pool, args.clients, args.per_client))
+                    http.append(await http_block(pool, args.clients, args.per_client, args.batch))
                     client_cpu.append((time.process_time() - own) / events * 1e6)
                     server_cpu.append((cpu_seconds(pid) - server) / events * 1e6)
         for connection in pool:
@@ -242,6 +246,7 @@ async def throughput(
     ratios = [h / lib for h, lib in zip(http, library, strict=True)]
     return {
         "clients": args.clients,
+        "batch": args.batch,
         "loop": args.loop,
         "library_events_per_s": statistics.median(library),
         "http_events_per_s": statistics.median(http),
@@ -513,6 +518,12 @@ def main() -> None:
         "--clients", type=int, default=16, help="concurrent appenders (and keep-alive connections)"
     )
     parser.add_argument("--per-client", type=int, default=200, help="events per appender per block")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="HTTP side: events per request (a JSON array appended atomically)",
+    )
     parser.add_argument("--readers", type=int, default=500)
     parser.add_argument("--reader-procs", type=int, default=2)
     parser.add_argument("--rate", type=float, default=1000.0, help="events/s appended during the fan-out")
