@@ -107,6 +107,7 @@ class HttpFuzz:
         mutating = case.method.upper() in MUTATING
         before = _foreground(self.view.snapshot()) if mutating else None
         ttls = self.view.ttls
+        started = time.monotonic()
         response = case.call(headers=headers)
         label = case.operation.label
         self.tried[(label, role)] += 1
@@ -129,7 +130,10 @@ class HttpFuzz:
             after = _foreground(self.view.snapshot())
             if after != before:
                 diff = self.view.explain(before, after, ttls)
-                problems.append(("refused-but-wrote", f"{response.status_code} but Redis changed: {diff}"))
+                took = f"{time.monotonic() - started:.2f} s"
+                problems.append(
+                    ("refused-but-wrote", f"{response.status_code} in {took}, Redis changed: {diff}")
+                )
         for kind, message in problems:
             self.failure_count += 1
             key = f"{label} [{role}] {kind}"

@@ -241,7 +241,7 @@ class Outcomes:
         )
 
 
-EXPIRING_MS = 10_000
+EXPIRING_MS = 60_000
 """Keys with less time to live than this are not compared: their expiry is Redis' doing, not the call's."""
 READERS: dict[bytes, Callable[[Any, bytes], Any]] = {
     b"hash": lambda pipe, key: pipe.hgetall(key),
