@@ -182,13 +182,9 @@ class StreamService:
         returns (frames, next seq, final)."""
         if isinstance(error, HuddleError):
             resume = next_seq
-            changed = (
-                error.details.get("first_changed_seq") if isinstance(error, EventsRolledBackError) else None
-            )
-            if isinstance(
-                changed, int
-            ):  # a failover replaced events this stream sent: they must be read again
-                resume = min(resume, changed)
+            if isinstance(error, EventsRolledBackError):  # a failover replaced events this stream sent
+                changed = error.details.get("first_changed_seq")
+                resume = min(resume, changed) if isinstance(changed, int) else resume
             return error_frame(error, resume_from_seq=resume), next_seq, True
         if error is not None:
             return error_frame(HuddleError("the event feed failed"), resume_from_seq=next_seq), next_seq, True
