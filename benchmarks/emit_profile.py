@@ -98,6 +98,7 @@ def body_library(n: int) -> tuple[str, list[str]]:
         "#!lua name=h_emit_profile_body",
         "local KEYS, ARGV = {}, {}",
         lua_file("common"),
+        lua_file("emit_common"),
         "PERSISTENT = true",
     ]
     for i, (_, text) in enumerate(variants):

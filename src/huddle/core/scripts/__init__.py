@@ -60,14 +60,15 @@ def lua_file(name: str) -> str:
     return (resources.files(__name__) / f"{name}.lua").read_text()
 
 
+FUNCTION_SCRIPTS = ("emit", "emit_batch")
+"""Scripts that also run as Redis Functions (7.0+): the per-event hot path. They also get emit_common.lua."""
+
+
 @cache
 def script_source(name: str) -> str:
-    """The full source of script ``name`` (common helpers + the script body)."""
-    return lua_file("common") + "\n" + lua_file(name)
-
-
-FUNCTION_SCRIPTS = ("emit", "emit_batch")
-"""Scripts that also run as Redis Functions (7.0+): the per-event hot path."""
+    """The full source of script ``name`` (common helpers, the append helpers for emit scripts, the body)."""
+    helpers = [lua_file("common")] + ([lua_file("emit_common")] if name in FUNCTION_SCRIPTS else [])
+    return "\n".join([*helpers, lua_file(name)])
 
 
 @cache
@@ -77,10 +78,10 @@ def library() -> tuple[str, dict[str, str]]:
     The library is the same common.lua + script bodies: each body becomes the callback of one function, which
     binds KEYS/ARGV and the key locals of common.lua before running it. Its name carries a hash of the sources,
     so servers shared by several huddle versions hold one library per version and none replaces another's."""
-    parts = [lua_file("common")] + [lua_file(name) for name in FUNCTION_SCRIPTS]
+    parts = [lua_file("common"), lua_file("emit_common")] + [lua_file(name) for name in FUNCTION_SCRIPTS]
     tag = hashlib.sha1("\0".join(parts).encode()).hexdigest()[:12]
     names = {name: f"huddle_{name}_{tag}" for name in FUNCTION_SCRIPTS}
-    lines = [f"#!lua name=huddle_{tag}", "local KEYS, ARGV = {}, {}", parts[0], "PERSISTENT = true"]
+    lines = [f"#!lua name=huddle_{tag}", "local KEYS, ARGV = {}, {}", parts[0], parts[1], "PERSISTENT = true"]
     for name in FUNCTION_SCRIPTS:
         lines += [
             f"redis.register_function('{names[name]}', function(keys, args)",
