@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import json
 import re
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -105,6 +105,12 @@ def _functions_unsupported(exc: ResponseError) -> bool:
     return text.startswith("unknown command")
 
 
+@lru_cache(maxsize=64)
+def _split_settings(text: str) -> tuple[str, ...]:
+    """emit.lua's settings argument as its 9 fields (the failure states CSV, last, may hold ':')."""
+    return tuple(text.split(":", 8))
+
+
 class Scripts:
     """The session scripts registered on one client."""
 
@@ -183,6 +189,10 @@ class Scripts:
 
     async def _run_script(self, name: str, keys: list[str], args: list[Any]) -> Any:
         script = self._scripts[name]
+        if (
+            name == "emit" and len(args) == 11
+        ):  # emit.lua's settings also split: a script parses them per call
+            args = [*args[:10], *_split_settings(args[8]), args[10]]
         try:
             try:
                 return await self._client.evalsha(script.sha, len(keys), *keys, *args)

@@ -11,7 +11,8 @@
 -- ARGV[6] expected seq ('' = any)  ARGV[7] transition from ('' = no transition)  ARGV[8] transition to
 -- ARGV[9] the manager's settings (see emit_settings in common.lua; parsed once per library load and cached)
 -- ARGV[10] session channel ('' = do not publish)
--- ARGV[11] how the token is checked (see "Retry tokens" in docs/core.md):
+-- ARGV[11] how the token is checked (the last argument: on the script path ARGV[11..19] are the settings split,
+--          see emit_settings_args, and the mode is ARGV[20]):
 --   'k' the caller's idempotency key: idem hash + 'k' field on the event, kept while the event is in the log;
 --   'z' internal token claimed in the tokens zset by ZADD NX (any re-send of the same command is safe);
 --   'f' first send of a command whose re-sends carry 'r' (the client layer flips the byte once the command is on
@@ -20,9 +21,9 @@
 --       the zset and meta 'rt' gets the seq, so an 'f' send that arrives later (reordered) checks the zset too.
 -- Returns the seq when nothing else happened, else {seq, index_due(0|1), checkpoint id or '', duplicate(0|1),
 -- failure snapshot id or '', last seq, now ms}
-local sid, actor, etype, token, from, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[5], ARGV[7], ARGV[11]
+local sid, actor, etype, token, from, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[5], ARGV[7], ARGV[#ARGV]
 local K_TOK = KEYS[7]
-local cfg = SETTINGS[ARGV[9]] or emit_settings(ARGV[9])
+local cfg = SETTINGS[ARGV[9]] or (#ARGV == 20 and emit_settings_args() or emit_settings(ARGV[9]))
 
 -- 'status' is read only in grace: a completed session is always in grace (complete.lua sets both).
 local meta = redis.call('HMGET', K_META, 'seq', 'grace', 'ncp', 'idx', 'ver', 'first', 'ttl', 'rt')
