@@ -38,7 +38,6 @@ HTTP_CODES = KNOWN_CODES | {"unauthorized", "payload_too_large", "too_many_strea
 WRITES_AS = {"alice": {"alice", "huddle"}}
 """Actors a role's requests may write events as (admin: anyone; observer and no token: nobody)."""
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-KNOWN_SESSIONS = ("known-alice", "known-bob", "known-shared")
 AGENT_IDS = ("alice", "bob", "carol")
 AIMED_SESSIONS = ("known-alice", "known-bob", "known-shared", "known-shared")
 
@@ -63,11 +62,16 @@ class ServerLog:
         return sorted(set(found))
 
 
+SEEDED = {"known-alice": ("alice",), "known-bob": ("bob",), "known-shared": ("bob", "alice")}
+
+
 def seed(server: ApiServer) -> None:
-    """Sessions for the generated requests to find: alice's, bob's, and one both are members of."""
-    for sid, agent in (("known-alice", "alice"), ("known-bob", "bob"), ("known-shared", "bob")):
-        server.request("admin", "POST", "/v1/sessions", json={"agent_id": agent, "session_id": sid})
-    server.request("admin", "POST", "/v1/sessions/known-shared/members", json={"agent_id": "alice"})
+    """Sessions for the generated requests to find: alice's, bob's, and one both are members of. Run again
+    before each operation: a join brings back a member who left and reopens a completed session."""
+    for sid, members in SEEDED.items():
+        server.request("admin", "POST", "/v1/sessions", json={"agent_id": members[0], "session_id": sid})
+        for agent in members:
+            server.request("admin", "POST", f"/v1/sessions/{sid}/members", json={"agent_id": agent})
 
 
 @dataclass
@@ -149,6 +153,8 @@ class HttpFuzz:
         """``examples`` generated cases per operation and role (half positive, half negative data), with
         path ids often replaced by the seeded sessions and agents so requests reach real data."""
         for operation in self.operations:
+            seed(self.server)  # the operations before may have completed or left the seeded sessions
+            self.view.new_actors()  # the seeding's own events are nobody's fuzzed request
             strategies = [operation.as_strategy(generation_mode=mode) for mode in GenerationMode]
             writes = 2 if operation.method.upper() in MUTATING else 1
             for role in roles:
