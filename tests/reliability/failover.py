@@ -108,7 +108,7 @@ async def _faults(
 
 async def _run_sentinel(scenario: FailoverScenario, started: float) -> RunResult:
     setup = EmbeddedSentinel(replicas=2, sentinels=3, down_after_ms=scenario.down_after_ms)
-    await asyncio.to_thread(setup.start)
+    await asyncio.to_thread(setup.start)  # stops what it started if it fails
     paused = _Paused()
 
     def one(kind: str, last: bool) -> None:
@@ -146,13 +146,9 @@ async def _run_sentinel(scenario: FailoverScenario, started: float) -> RunResult
 async def _run_cluster(scenario: FailoverScenario, started: float) -> RunResult:
     failing = bool({"kill", "pause"} & set(scenario.faults))
     cluster = EmbeddedCluster(masters=3, replicas=1 if failing else 0, node_timeout_ms=scenario.down_after_ms)
-    await asyncio.to_thread(cluster.start)
     paused = _Paused()
-    config = _config(cluster.url, scenario)
-    meta_key = SessionManager(config).keys.session
-    sid = cluster.ids_on_every_master(lambda s: meta_key(s).meta, per_master=1, prefix="f-")[0]
-    slot = cluster.keyslot(meta_key(sid).meta)
     rng = random.Random(scenario.seed)
+    slot = -1
 
     def one(kind: str, last: bool) -> None:
         old = cluster.node_of_slot(slot)
@@ -176,6 +172,11 @@ async def _run_cluster(scenario: FailoverScenario, started: float) -> RunResult:
         cluster.wait_replica_of(old, new, 60)
 
     try:
+        await asyncio.to_thread(cluster.start)
+        config = _config(cluster.url, scenario)
+        meta_key = SessionManager(config).keys.session
+        sid = cluster.ids_on_every_master(lambda s: meta_key(s).meta, per_master=1, prefix="f-")[0]
+        slot = cluster.keyslot(meta_key(sid).meta)
         result = await run_workload(
             config, cluster.url, lambda workers: _faults(scenario, workers, one), _load(scenario),
             session_id=sid,

@@ -91,8 +91,6 @@ async def run_scenario(scenario: Scenario) -> RunResult:
     started = time.perf_counter()
     extra = ["--appendfsync", scenario.crash] if scenario.crash else []
     server = EmbeddedRedis(appendonly=scenario.crash is not None, extra_args=extra)
-    await asyncio.to_thread(server.start)
-    proxy = FaultProxy(server.port, seed=scenario.seed).start()
     direct_config = SessionManagerConfig(
         redis_url=server.url, namespace=NAMESPACE, max_events_per_session=100_000, checkpoint_interval=25,
         retry_attempts=5, retry_backoff_base=0.05,
@@ -107,7 +105,10 @@ async def run_scenario(scenario: Scenario) -> RunResult:
         writers=scenario.writers, concurrency=scenario.concurrency, seed=scenario.seed,
         allow_loss=scenario.crash == "everysec",
     )  # fmt: skip
+    await asyncio.to_thread(server.start)
+    proxy = FaultProxy(server.port, seed=scenario.seed)
     try:
+        proxy.start()
         result = await run_workload(
             direct_config,
             proxy.url,
