@@ -4,6 +4,7 @@ or refused with a typed ``HuddleError``; a refused call leaves the session's key
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -111,7 +112,24 @@ def test_fuzzed_api_arguments_get_typed_errors_and_refusals_write_nothing(
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
     @given(
         op=st.sampled_from(
-            ["emit", "batch", "create", "join", "leave", "checkpoint", "events", "get_cp", "complete"]
+            [
+                "emit",
+                "batch",
+                "create",
+                "join",
+                "leave",
+                "checkpoint",
+                "events",
+                "get_cp",
+                "complete",
+                "subscribe",
+                "get_cps",
+                "snapshot",
+                "snapshots",
+                "active",
+                "by_agent",
+                "get",
+            ]
         ),
         good=st.integers(0, 9),
         bad_sid=IDS,
@@ -150,7 +168,15 @@ def test_fuzzed_api_arguments_get_typed_errors_and_refusals_write_nothing(
             "checkpoint": lambda: m.checkpoint(sid, actor=actor, reason=other, grace_ttl=None if _positive(number) else number),
             "events": lambda: m.get_events(sid, number, other),
             "get_cp": lambda: m.get_checkpoint(sid, key),
-            "complete": lambda: m.complete_session(sid, bad_actor),  # never a member: the session stays open
+            # never a member, so the session stays open (a completed one would refuse every later emit)
+            "complete": lambda: m.complete_session(sid, "a9" if bad_actor in ("a1", "a2", "a3") else bad_actor),
+            "subscribe": lambda: _subscribe_first(m, sid, number),
+            "get_cps": lambda: m.get_checkpoints(sid, other),
+            "snapshot": lambda: m.get_failure_snapshot(sid, key),
+            "snapshots": lambda: m.list_failure_snapshots(number),
+            "active": lambda: m.list_active_sessions(other),
+            "by_agent": lambda: m.get_sessions_by_agent(actor),
+            "get": lambda: m.get_session(sid),
         }  # fmt: skip
         surface.call(f"{op}({sid!r:.30}, {actor!r:.20}, n={number!r:.20}, o={other!r:.20})", calls[op])
 
@@ -166,8 +192,11 @@ def test_fuzzed_api_arguments_get_typed_errors_and_refusals_write_nothing(
 
 
 async def _subscribe_first(manager: SessionManager, sid: Any, from_seq: Any) -> None:
-    async for _ in manager.subscribe(sid, from_seq):
-        return
+    """The first event from ``from_seq`` on; none within 50 ms (a seq not written yet) is fine too."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(0.05):
+            async for _ in manager.subscribe(sid, from_seq):
+                return
 
 
 async def test_core_argument_checks_are_typed(manager: SessionManager) -> None:
