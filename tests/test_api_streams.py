@@ -19,7 +19,7 @@ from huddle import EmbeddedRedis, SessionManager, SessionManagerConfig
 from huddle.api.fanout import Coalescing, Encoded, Hub
 from huddle.api.sse import HEARTBEAT
 from huddle.api.streams import StreamService, StreamSettings
-from huddle.errors import EventsRolledBackError
+from huddle.errors import EventsRolledBackError, EventsTrimmedError
 
 
 def parse(chunk: bytes) -> list[dict[str, str]]:
@@ -94,6 +94,22 @@ async def test_a_rollback_after_failover_tells_the_reader_to_read_again_from_the
     body = json.loads(parse(chunk)[0]["data"])
     assert final and body["code"] == "events_rolled_back" and body["status"] == 409
     assert body["resume_from_seq"] == 5  # not 9: seqs 5..8 were sent, then replaced
+
+
+async def test_a_gap_in_live_frames_is_filled_from_the_log_or_reported_as_trimmed(make_manager: Any) -> None:
+    manager = await make_manager(max_events_per_session=10, checkpoint_interval=1000)
+    session = await manager.create_session("alice")
+    for n in range(4):
+        await manager.emit_event(session, {"type": "modified", "data": {"n": n}}, "alice")
+    service = StreamService(manager)
+    five = b"id: 5\nevent: live\ndata: {}\n\n"
+    chunk, next_seq = await service._fill(session, [(2, b"old"), (5, five)], 3)  # seq 2 was sent already
+    assert [int(e["id"]) for e in parse(chunk)] == [3, 4, 5] and chunk.endswith(five) and next_seq == 6
+    for n in range(40):  # the log now starts far past seq 6
+        await manager.emit_event(session, {"type": "modified", "data": {"n": n}}, "alice")
+    first = (await manager.get_events(session, 1, None, 1))[0].seq
+    with pytest.raises(EventsTrimmedError):  # nothing of 6..first-2 is left: no silent skip, no endless loop
+        await service._fill(session, [(first - 1, b"x")], 6)
 
 
 async def test_a_reader_behind_trimming_gets_a_typed_error_event(make_manager: Any) -> None:

@@ -13,7 +13,7 @@ from ..core.manager import SessionManager
 from ..errors import EventsRolledBackError, EventsTrimmedError, HuddleError, SessionNotFoundError
 from ..replay import SessionReplay
 from ..replay.models import ReplayFrame, ReplayOptions
-from .fanout import Coalescing, Fanout, Hub, Subscriber, event_frame
+from .fanout import Coalescing, Encoded, Fanout, Hub, Subscriber, event_frame
 from .limits import StreamSlots
 from .problems import problem_body
 from .sse import HEARTBEAT, frame
@@ -122,7 +122,13 @@ class StreamService:
                         yield error_frame(error, resume_from_seq=next_seq)
                         return
                     if sub.pending:
-                        chunk, next_seq = await self._drain(session_id, sub, next_seq)
+                        items, joined = sub.take()
+                        first, last = items[0][0], items[-1][0]
+                        if first == next_seq and last - first == len(items) - 1:
+                            next_seq = last + 1  # the usual case: the frames joined once for every stream
+                            yield joined
+                            continue
+                        chunk, next_seq = await self._fill(session_id, items, next_seq)
                         if chunk:
                             yield chunk
                         continue
@@ -158,19 +164,22 @@ class StreamService:
             next_seq = events[-1].seq + 1
         return chunk, next_seq, len(events) < page
 
-    async def _drain(self, session_id: str, sub: Subscriber, next_seq: int) -> tuple[bytes, int]:
-        """Everything waiting, as one chunk (a gap, which a hub started late could leave, is read from the log)."""
-        items, joined = sub.take()
-        first, last = items[0][0], items[-1][0]
-        if first == next_seq and last - first == len(items) - 1:  # the usual case: the shared joined frames
-            return joined, last + 1
+    async def _fill(self, session_id: str, items: list[Encoded], next_seq: int) -> tuple[bytes, int]:
+        """``items`` from ``next_seq`` on, as one chunk: older seqs are skipped, a gap (which a hub started late
+        could leave) is read from the log."""
         parts: list[bytes] = []
         for seq, data in items:
             if seq < next_seq:
                 continue
             while seq > next_seq:
-                chunk, next_seq, _ = await self._from_log(session_id, next_seq, seq - 1)
+                chunk, advanced, _ = await self._from_log(session_id, next_seq, seq - 1)
+                if advanced == next_seq:  # the gap is gone from the log too (trimmed): resume is impossible
+                    raise EventsTrimmedError(
+                        f"events {next_seq}..{seq - 1} of session {session_id!r} were trimmed",
+                        session_id=session_id, first_available=seq,
+                    )  # fmt: skip
                 parts.append(chunk)
+                next_seq = advanced
             parts.append(data)
             next_seq = seq + 1
         return b"".join(parts), next_seq
