@@ -32,6 +32,7 @@ def main() -> int:
         fuzz = HttpFuzz(server, redis_server.url)
         started = time.monotonic()
         fuzz.per_operation(args.examples)
+        fuzz.appends(args.examples * 10)
         per_operation = fuzz.requests
         links = 0
         for role in ("admin", "alice"):
@@ -40,7 +41,9 @@ def main() -> int:
         elapsed = time.monotonic() - started
         fuzz.close()
         code = server.stop()
-    print(f"schemathesis per operation x role ({', '.join(ROLES)}): {per_operation} requests")
+    print(
+        f"schemathesis per operation x role ({', '.join(ROLES)}) + model-built appends: {per_operation} requests"
+    )
     print(f"stateful (admin, alice; {links} inferred links): {stateful} requests")
     print(f"total {fuzz.requests} requests in {elapsed:.0f} s; server exit code {code}")
     print(fuzz.table())

@@ -72,6 +72,10 @@ def seed(server: ApiServer) -> None:
         server.request("admin", "POST", "/v1/sessions", json={"agent_id": members[0], "session_id": sid})
         for agent in members:
             server.request("admin", "POST", f"/v1/sessions/{sid}/members", json={"agent_id": agent})
+        if server.request("admin", "GET", f"/v1/sessions/{sid}").json().get("status") == "completed":
+            # A new member's join reopens a completed session; carol then leaves again.
+            server.request("admin", "POST", f"/v1/sessions/{sid}/members", json={"agent_id": "carol"})
+            server.request("admin", "DELETE", f"/v1/sessions/{sid}/members/carol")
 
 
 @dataclass
@@ -177,6 +181,34 @@ class HttpFuzz:
             self.failure_count += 1
             self.failures.setdefault(f"harness {role}", f"{type(exc).__name__}: {str(exc)[:1500]}")
 
+    def appends(self, examples: int, roles: tuple[str, ...] = ("alice", "admin")) -> None:
+        """Event appends built from the event model (one event or a batch, snake or camel case, transitions from
+        the right or a wrong state, idempotency keys, stray fields) to the seeded shared session: generated
+        schema data rarely gets an append accepted, these mostly do, through the same checks."""
+        operation = next(op for op in self.operations if op.label == "POST /v1/sessions/{session_id}/events")
+        seed(self.server)
+        self.view.new_actors()
+        for role in roles:
+            agent = role if role in AGENT_IDS else "bob"
+            self._appends_as(operation, role, agent, examples)
+
+    def _appends_as(self, operation: Any, role: str, agent: str, examples: int) -> None:
+        @given(body=_event_bodies(agent), key=st.none() | st.sampled_from(["k1", "k2", "k3"]))
+        @settings(
+            max_examples=examples, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )  # fmt: skip
+        def run(body: Any, key: str | None) -> None:
+            headers = {"Idempotency-Key": key} if key else {}
+            case = operation.Case(path_parameters={"session_id": "known-shared"}, body=body, headers=headers)
+            self.exercise(case, role)
+
+        try:
+            run()
+        except (Exception, BaseExceptionGroup) as exc:  # the harness broke: a failure of the campaign
+            self.failure_count += 1
+            self.failures.setdefault(f"harness appends {role}", f"{type(exc).__name__}: {str(exc)[:1500]}")
+
     def stateful(self, role: str, examples: int, steps: int) -> int:
         """Sequences of linked calls (schemathesis' state machine over inferred links); returns the number
         of transitions it knows (0: no stateful run possible)."""
@@ -213,6 +245,38 @@ class HttpFuzz:
 
     def close(self) -> None:
         self.view.close()
+
+
+NAMES = st.sampled_from(
+    ["modified", "broke", "fixed", "test_pass", "handoff", "custom.kind:1", "x" * 65, "a b"]
+)
+STATES = st.sampled_from(["working", "broken", "review", "working", "nope!"])
+STRAY = st.dictionaries(
+    st.sampled_from(["seq", "timestamp", "session_id", "id", "extra", "v"]), st.integers()
+)
+
+
+def _event_bodies(agent: str) -> st.SearchStrategy[Any]:
+    """Append bodies as clients write them: mostly valid events of ``agent``, some with faults."""
+    change = st.fixed_dictionaries(
+        {
+            "elementType": st.sampled_from(["file", "api_endpoint", ""]),
+            "operation": st.sampled_from(["edit", "x"]),
+        },
+        optional={
+            "entityIds": st.lists(st.text(max_size=12), max_size=3),
+            "description": st.text(max_size=30),
+        },
+    )
+    transition = st.fixed_dictionaries(
+        {"from": STATES, "to": STATES}, optional={"confidence": st.floats(-0.5, 1.5, allow_nan=False)}
+    )
+    event = st.fixed_dictionaries(
+        {"type": NAMES, "actor": st.sampled_from([agent] * 7 + ["carol"])},
+        optional={"changeInfo": change, "stateTransition": transition, "data": st.dictionaries(
+            st.text(max_size=6), st.integers() | st.text(max_size=10), max_size=3)},
+    ).flatmap(lambda e: STRAY.map(lambda extra: {**extra, **e}))  # fmt: skip
+    return event | st.lists(event, min_size=1, max_size=4)
 
 
 def _count_links(machine: Any) -> int:

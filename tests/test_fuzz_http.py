@@ -42,6 +42,20 @@ def test_every_operation_and_role_gets_a_conforming_answer(campaign: HttpFuzz) -
     assert {200, 201, 401, 403, 404, 422} <= set(campaign.statuses), campaign.statuses
 
 
+def test_appends_built_from_the_event_model_get_conforming_answers(campaign: HttpFuzz) -> None:
+    before = dict(campaign.accepted)
+    campaign.appends(EXAMPLES * 10)
+    label = "POST /v1/sessions/{session_id}/events"
+    accepted = {
+        role: campaign.accepted[(label, role)] - before.get((label, role), 0) for role in ("alice", "admin")
+    }
+    print(f"model-built appends: {accepted} accepted")
+    assert not campaign.failures, "\n\n".join(campaign.failures.values())
+    assert all(n > 0 for n in accepted.values()), (
+        accepted
+    )  # the append path itself was reached, not only refusals
+
+
 def test_linked_sequences_get_conforming_answers(campaign: HttpFuzz) -> None:
     before = campaign.requests
     links = campaign.stateful("admin", examples=max(EXAMPLES * 3, 5), steps=6)
