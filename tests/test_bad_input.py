@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from huddle import (
+    CorruptSessionDataError,
     HuddleError,
     InvalidEventError,
     InvalidIdentifierError,
@@ -128,3 +129,38 @@ async def test_bad_checkpoint_and_range_arguments_are_refused(manager: SessionMa
     with pytest.raises(InvalidEventError):
         await manager.get_events(sid, from_seq=5, to_seq=2)
     assert (await manager.get_session(sid)).last_seq == 1
+
+
+async def test_corrupt_stored_data_is_a_typed_error_naming_the_key_and_field(manager: SessionManager) -> None:
+    """Unreadable stored data: reads and mutations raise CorruptSessionDataError with the Redis key and the field,
+    and a refused mutation writes nothing (tests/test_fuzz_sessions.py tries every field with many values)."""
+    sid = await manager.create_session("a1")
+    await manager.emit_event(sid, GOOD, "a1")
+    keys = manager.keys.session(sid)
+    await manager.client.hset(keys.meta, "ttl", "abc")
+    with pytest.raises(CorruptSessionDataError) as caught:
+        await manager.get_session(sid)
+    assert caught.value.details["key"] == keys.meta and caught.value.details["field"] == "ttl"
+    assert caught.value.code == "corrupt_session_data"
+    with pytest.raises(CorruptSessionDataError, match="'ttl'"):
+        await manager.join_session(sid, "a2")
+    await manager.client.hset(keys.meta, mapping={"ttl": "3600", "ver": "1.5"})
+    with pytest.raises(CorruptSessionDataError, match="'ver'"):
+        await manager.checkpoint(sid, force_snapshot=True)
+    assert await manager.client.xlen(keys.events) == 2  # nothing appended
+    await manager.client.hset(keys.meta, "ver", "2")
+
+    entries = await manager.client.xrange(keys.events)
+    await manager.client.delete(keys.events)
+    for entry_id, fields in entries:
+        await manager.client.xadd(
+            keys.events, {**fields, "ts": "soon"} if entry_id == "0-2" else fields, id=entry_id
+        )
+    with pytest.raises(CorruptSessionDataError) as caught:
+        await manager.get_events(sid)
+    assert caught.value.details == {"session_id": sid, "key": keys.events, "field": "0-2.ts"}
+
+    await manager.client.delete(keys.agents)
+    await manager.client.set(keys.agents, "not a hash")
+    with pytest.raises(CorruptSessionDataError, match="wrong Redis type"):
+        await manager.get_session(sid)
