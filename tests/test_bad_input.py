@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from redis.exceptions import ClusterError
 
 from huddle import (
     CorruptSessionDataError,
@@ -12,11 +13,13 @@ from huddle import (
     InvalidEventError,
     InvalidIdentifierError,
     NotAMemberError,
+    RedisUnavailableError,
     SequenceConflictError,
     SessionManager,
     SessionNotFoundError,
     StateConflictError,
 )
+from huddle.core.store import boundary_error
 
 GOOD = {"type": "modified"}
 
@@ -164,3 +167,10 @@ async def test_corrupt_stored_data_is_a_typed_error_naming_the_key_and_field(man
     await manager.client.set(keys.agents, "not a hash")
     with pytest.raises(CorruptSessionDataError, match="wrong Redis type"):
         await manager.get_session(sid)
+
+
+def test_redis_py_giving_up_during_a_slot_move_is_an_outage_not_an_untyped_error() -> None:
+    """redis-py's cluster client raises ClusterError("TTL exhausted.") after its redirect/retry budget while a slot
+    migrates (seen in the slot-migration fault runs): a retryable RedisUnavailableError, like TRYAGAIN."""
+    converted = boundary_error(ClusterError("TTL exhausted."))
+    assert isinstance(converted, RedisUnavailableError)

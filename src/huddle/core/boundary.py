@@ -11,6 +11,7 @@ from typing import ParamSpec, TypeVar
 from redis.exceptions import (
     AuthenticationError,
     ClusterDownError,
+    ClusterError,
     CrossSlotTransactionError,
     NoPermissionError,
     RedisClusterException,
@@ -26,7 +27,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 # Cluster errors are transient too: a failed master before its replica takes over (CLUSTERDOWN, MASTERDOWN,
-# uncovered slot), a multi-key script during a slot migration (TRYAGAIN), no reachable node at all.
+# uncovered slot), a multi-key script during a slot migration (TRYAGAIN), no reachable node at all, and redis-py
+# giving up after its redirect/retry budget while a slot moves (ClusterError "TTL exhausted").
 REDIS_DOWN = (
     RedisConnectionError,
     RedisTimeoutError,
@@ -35,6 +37,7 @@ REDIS_DOWN = (
     ClusterDownError,
     TryAgainError,
     RedisClusterException,
+    ClusterError,
 )
 _NOPERM = re.compile(r"NOPERM|no permissions|can't run this command|permissions to access", re.IGNORECASE)
 # "Command # 1 (HGETALL huddle:{s-1}:meta) of pipeline caused error: WRONGTYPE ..." names the key; a script's
