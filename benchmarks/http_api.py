@@ -12,7 +12,8 @@ embedded redis-server; starts ``huddle serve`` (no tokens, loopback) as a subpro
    ``--rate`` events/s are appended through the library; latency = arrival at each reader - the writer's
    acknowledgement (CLOCK_MONOTONIC is shared by all processes), p50/p99 (target p99 < 50 ms), and nothing missed.
 3. blocking client: sequential ``emit_event`` through ``huddle.blocking.SessionManager`` against ``await
-   manager.emit_event`` (alternating blocks); ratio = per-call time blocking / async (target <= 1.3).
+   manager.emit_event`` (ABBA blocks); ratio = per-call time blocking / async (target <= 1.3), and the same
+   for this process's CPU per call (steadier when other work shares the machine).
 """
 
 from __future__ import annotations
@@ -464,39 +465,49 @@ async def fanout(
 
 # -- 3. blocking client --------------------------------------------------------------------------------------
 def blocking_cost(url: str, namespace: str, args: argparse.Namespace) -> dict[str, object]:
+    """Per-call wall time and CPU (this process) of sequential ``emit_event``: blocking client vs ``await``."""
     blocking = BlockingManager(config(url, namespace))
     loop = asyncio.new_event_loop()
     manager = SessionManager(config(url, namespace))
 
-    async def async_block(count: int) -> float:
+    async def async_block(count: int) -> tuple[float, float]:
         session = await manager.create_session("a")
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for _ in range(count):
             await manager.emit_event(session, EVENT, "a")
-        return (time.perf_counter() - started) / count
+        return (time.perf_counter() - started) / count, (time.process_time() - cpu) / count
 
-    def blocking_block(count: int) -> float:
+    def blocking_block(count: int) -> tuple[float, float]:
         session = blocking.create_session("b")
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for _ in range(count):
             blocking.emit_event(session, EVENT, "b")
-        return (time.perf_counter() - started) / count
+        return (time.perf_counter() - started) / count, (time.process_time() - cpu) / count
 
     loop.run_until_complete(async_block(50))
     blocking_block(50)
-    asyncs, blocks = [], []
-    for _ in range(args.rounds):
-        asyncs.append(loop.run_until_complete(async_block(args.sequential)))
-        blocks.append(blocking_block(args.sequential))
+    asyncs: list[tuple[float, float]] = []
+    blocks: list[tuple[float, float]] = []
+    for turn in range(args.rounds):  # ABBA
+        if turn % 2 == 0:
+            asyncs.append(loop.run_until_complete(async_block(args.sequential)))
+            blocks.append(blocking_block(args.sequential))
+        else:
+            blocks.append(blocking_block(args.sequential))
+            asyncs.append(loop.run_until_complete(async_block(args.sequential)))
     loop.run_until_complete(manager.close())
     loop.close()
     blocking.close()
-    ratios = [b / a for a, b in zip(asyncs, blocks, strict=True)]
+    ratios = [b[0] / a[0] for a, b in zip(asyncs, blocks, strict=True)]
+    cpu_ratios = [b[1] / a[1] for a, b in zip(asyncs, blocks, strict=True)]
     return {
-        "async_us_per_call": statistics.median(asyncs) * 1e6,
-        "blocking_us_per_call": statistics.median(blocks) * 1e6,
+        "async_us_per_call": statistics.median(a[0] for a in asyncs) * 1e6,
+        "blocking_us_per_call": statistics.median(b[0] for b in blocks) * 1e6,
         "ratio": statistics.median(ratios),
         "ratios": ratios,
+        "async_cpu_us_per_call": statistics.median(a[1] for a in asyncs) * 1e6,
+        "blocking_cpu_us_per_call": statistics.median(b[1] for b in blocks) * 1e6,
+        "cpu_ratio": statistics.median(cpu_ratios),
     }
 
 

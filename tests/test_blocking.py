@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from huddle import SessionManagerConfig
+from huddle.api.thread_loop import ThreadLoop
 from huddle.blocking import SessionManager
 from huddle.errors import InvalidEventError, SequenceConflictError, SessionNotFoundError, ShuttingDownError
 
@@ -98,3 +99,31 @@ def test_closing_stops_the_loop_thread_and_refuses_calls(
     assert manager.closed and not manager.loop.is_running()
     with pytest.raises(ShuttingDownError):
         manager.get_session(session)
+
+
+def test_a_thread_loop_runs_calls_in_order_and_survives_errors_and_interrupts(
+    make_config: Callable[..., SessionManagerConfig],
+) -> None:
+    loop = ThreadLoop(make_config())
+    ran: list[int] = []
+
+    async def work(n: int) -> int:
+        await asyncio.sleep(0)
+        ran.append(n)
+        return n * 10
+
+    async def fail(error: BaseException) -> None:
+        await asyncio.sleep(0)
+        raise error
+
+    with loop.lock:
+        assert [loop.run(work(n)) for n in range(3)] == [0, 10, 20]
+        with pytest.raises(ValueError, match="bad"):
+            loop.run(fail(ValueError("bad")))
+        with pytest.raises(KeyboardInterrupt):  # reaches the caller, and the next call still runs
+            loop.run(fail(KeyboardInterrupt()))
+        assert loop.run(work(3)) == 30
+        session = loop.run(loop.manager.create_session("alice"))  # the thread's own manager
+        assert loop.run(loop.manager.get_session(session)).session_id == session
+        loop.close()
+    assert ran == [0, 1, 2, 3] and loop.loop.is_closed()

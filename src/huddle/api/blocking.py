@@ -29,6 +29,7 @@ from ..models import (
     SessionEvent,
     SessionStats,
 )
+from .thread_loop import ThreadLoop
 
 T = TypeVar("T")
 
@@ -165,16 +166,6 @@ class BlockingIterator(Generic[T]):
         self.close()
 
 
-class _ThreadContext:
-    """A calling thread's own event loop and async manager (used only while that thread makes a call)."""
-
-    def __init__(self, config: SessionManagerConfig) -> None:
-        # asyncio's loop, not uvloop's: its run_until_complete costs less per call.
-        self.loop = asyncio.new_event_loop()
-        self.manager = AsyncSessionManager(config)
-        self.lock = threading.Lock()
-
-
 class SessionManager:
     """The blocking twin of ``huddle.SessionManager``: the same methods without ``await``.
 
@@ -187,7 +178,7 @@ class SessionManager:
         self._runner = _LoopThread()
         self._closed = False
         self._local = threading.local()
-        self._contexts: list[_ThreadContext] = []
+        self._contexts: list[ThreadLoop] = []
         self._contexts_lock = threading.Lock()
         try:
             self._manager = self._runner.run(self._build(self._config))
@@ -219,10 +210,10 @@ class SessionManager:
         """The manager's settings."""
         return self._config
 
-    def _context(self) -> _ThreadContext:
-        context: _ThreadContext | None = getattr(self._local, "context", None)
+    def _context(self) -> ThreadLoop:
+        context: ThreadLoop | None = getattr(self._local, "context", None)
         if context is None:
-            context = _ThreadContext(self._config)
+            context = ThreadLoop(self._config)
             with self._contexts_lock:
                 if self._closed:
                     raise ShuttingDownError("the blocking session manager is closed")
@@ -239,7 +230,7 @@ class SessionManager:
         with context.lock:
             if context.loop.is_closed():
                 raise ShuttingDownError("the blocking session manager is closed")
-            return context.loop.run_until_complete(call(context.manager))
+            return context.run(call(context.manager))
 
     def _run(self, work: Awaitable[T]) -> T:
         return self._runner.run(work)
@@ -260,8 +251,7 @@ class SessionManager:
         try:
             for context in contexts:
                 with context.lock:  # waits for a call in flight on that thread
-                    context.loop.run_until_complete(context.manager.close())
-                    context.loop.close()
+                    context.close()
             self._run(self._manager.close())
         finally:
             self._runner.stop()
