@@ -26,11 +26,12 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from ...backend.connection import RedisClient, is_cluster, node_target
+from ...backend.connection import RedisClient, is_cluster, node_target, ready
 from ...errors import (
     CorruptSessionDataError,
     HuddleError,
     NotAMemberError,
+    RedisUnavailableError,
     SequenceConflictError,
     SessionCompletedError,
     SessionExistsError,
@@ -236,7 +237,7 @@ class Scripts:
         ASK (slot being migrated) the pair goes to the importing node behind ASKING, on one connection; TRYAGAIN
         (keys of the slot split between the two nodes) waits a little for the migration, like redis-py does."""
         script = self._scripts[name]
-        reloaded, redirects, retries, asking = False, 0, 0, None
+        reloads, redirects, retries, asking = 0, 0, 0, None
         while True:
             target = {"target_nodes": asking} if asking is not None else node_target(client, keys[0])
             async with client.pipeline(transaction=False) as pipe:
@@ -246,9 +247,17 @@ class Scripts:
                 pipe.execute_command("WAIT", replicas, timeout_ms, **target)
                 replies = await pipe.execute(raise_on_error=False, **no_redirects(client))
             reply, acked = replies[-2:]
-            if isinstance(reply, NoScriptError) and not reloaded:
-                script.sha = await client.script_load(script.script)  # failover or restart: reload, retry
-                reloaded = True
+            if isinstance(reply, NoScriptError):  # failover or restart: load it where the pair goes, retry
+                if reloads >= MAX_RELOADS:
+                    raise RedisUnavailableError(
+                        f"script {name!r} could not be loaded on the node serving its keys (a failover in "
+                        f"progress?); retry with the same idempotency key"
+                    )
+                reloads += 1
+                if reloads > 1 and is_cluster(client):
+                    await client.initialize()  # the slot map may still name the replaced master
+                load_target = {"target_nodes": asking} if asking is not None else node_target(client, keys[0])
+                script.sha = str(await client.execute_command("SCRIPT", "LOAD", script.script, **load_target))
                 continue
             if isinstance(reply, MovedError | AskError) and redirects < MAX_REDIRECTS:
                 redirects += 1
@@ -263,6 +272,18 @@ class Scripts:
                 raise translate_script_error(reply) from reply
             if isinstance(reply, Exception):
                 raise reply
+            if isinstance(acked, ResponseError):
+                if _DEMOTED_WAIT.search(str(acked)):
+                    # WAIT was interrupted because this master was demoted: the write happened here and is not
+                    # confirmed (the caller raises ReplicationNotConfirmedError; a keyed retry reaches the new one).
+                    return reply, 0
+                if _REPLICA_WAIT.search(str(acked)):
+                    # The connection is on a server that became a replica (the script only read: a keyed retry
+                    # found its event). Drop idle connections so the retry reconnects to the new master.
+                    await _drop_idle_connections(client)
+                    raise RedisUnavailableError(
+                        "the Redis server is now a replica (failover); retry with the same idempotency key"
+                    ) from acked
             if isinstance(acked, Exception):
                 raise acked
             return reply, int(acked)
@@ -270,6 +291,17 @@ class Scripts:
 
 MAX_REDIRECTS = 5
 MAX_TRYAGAIN = 20
+MAX_RELOADS = 3
+_DEMOTED_WAIT = re.compile(r"\bUNBLOCKED\b")
+_REPLICA_WAIT = re.compile(r"WAIT cannot be used with replica")
+
+
+async def _drop_idle_connections(client: RedisClient) -> None:
+    """Close the idle pooled connections of a standalone/Sentinel client (a cluster client follows MOVED)."""
+    real = await ready(client)
+    pool = getattr(real, "connection_pool", None)
+    if pool is not None and not is_cluster(real):
+        await pool.disconnect(inuse_connections=False)
 
 
 def no_redirects(client: RedisClient) -> dict[str, Any]:
