@@ -172,6 +172,7 @@ async def test_a_subscriber_does_not_skip_events_stored_under_seqs_a_failover_re
     with a typed error; it may not silently continue at 12."""
     old, replica = two_servers
     admin_old, admin_new = aioredis.Redis(port=old.port), aioredis.Redis(port=replica.port)
+    await admin_old.config_set("repl-diskless-sync-delay", 0)  # the first sync at once, not after 5 s
     await admin_new.execute_command("REPLICAOF", "127.0.0.1", old.port)
     proxy = FaultProxy(old.port).start()
     config = SessionManagerConfig(redis_url=proxy.url, namespace="pin", socket_timeout=2, retry_attempts=5)
@@ -180,7 +181,16 @@ async def test_a_subscriber_does_not_skip_events_stored_under_seqs_a_failover_re
             sid = await manager.create_session("a")
             for n in range(5):
                 await manager.emit_event(sid, {"type": "modified", "data": {"n": f"first-{n}"}}, "a")
-            assert await admin_old.execute_command("WAIT", 1, 5000) == 1
+            # Until the replica holds everything written so far (a WAIT here covers only its own connection).
+            for _ in range(500):
+                old_info, new_info = await admin_old.info("replication"), await admin_new.info("replication")
+                if new_info.get("master_link_status") == "up" and (
+                    new_info["master_repl_offset"] == old_info["master_repl_offset"]
+                ):
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("the replica did not catch up")
             await admin_new.execute_command("REPLICAOF", "NO", "ONE")  # promoted with seqs 1..6
             seen: list[tuple[int, object]] = []
             failure: list[BaseException] = []
