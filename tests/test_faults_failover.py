@@ -140,11 +140,6 @@ async def test_a_subscription_on_a_master_that_is_demoted_keeps_going(
         assert failure is None or isinstance(failure, HuddleError), repr(failure)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: emit_event(min_replicas=...) whose WAIT is interrupted by a demotion raises a raw "
-    "ResponseError UNBLOCKED instead of ReplicationNotConfirmedError (requests.md, H3)",
-)
 async def test_a_wait_interrupted_by_a_demotion_is_a_typed_not_confirmed(
     two_servers: tuple[EmbeddedRedis, EmbeddedRedis],
 ) -> None:
