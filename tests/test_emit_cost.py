@@ -325,3 +325,24 @@ async def test_corrupt_meta_numbers_refuse_appends_with_a_typed_error_and_write_
                 await call()
             assert info.value.details["field"] in (field, "seq", "ttl"), (garbage, info.value.details)
             assert [await manager.client.dump(key) for key in keys.emit] == before, (field, garbage)
+
+
+async def test_a_session_created_again_under_the_same_id_never_gets_the_old_members_in_a_checkpoint(
+    manager: SessionManager,
+) -> None:
+    """The remembered members list is tied to the session's creation: same id, seq, ver and member count after
+    an expiry and a new create must still read the new members."""
+    sid = await manager.create_session("a1", session_id="s-reused")
+    await manager.join_session(sid, "a2")
+    keys = manager.keys.session(sid)
+    before = len(await manager.get_checkpoints(sid))
+    while len(await manager.get_checkpoints(sid)) == before:
+        await manager.emit_event(sid, EVENT, "a1")
+    seq, ver = await manager.client.hmget(keys.meta, ["seq", "ver"])
+    await manager.client.delete(*keys.all, *keys.emit)  # expired
+    await asyncio.sleep(0.002)  # a later creation time (ms)
+    await manager.create_session("b1", session_id="s-reused")
+    await manager.join_session(sid, "b2")
+    await manager.client.hset(keys.meta, mapping={"seq": seq, "ver": ver, "ncp": 9})  # the old chain's values
+    await manager.emit_event(sid, EVENT, "b1")  # continues the remembered chain, checkpoint due
+    assert sorted((await manager.get_checkpoints(sid))[0].agents) == ["b1", "b2"]

@@ -148,15 +148,17 @@ local function members_chain(seq, ver)
   return nil
 end
 
--- The members CSV from the chain (checked against HLEN), or read now and remembered in the chain.
+-- The members CSV from the chain (checked against HLEN and meta's 'created': a session that expired and was
+-- created again under the same id can reach the same seq and ver), or read now and remembered in the chain.
 local function members_csv(chain)
-  if chain and chain.csv and redis.call('HLEN', K_AGENTS) == chain.count then
+  if chain and chain.csv and redis.call('HLEN', K_AGENTS) == chain.count
+      and redis.call('HGET', K_META, 'created') == chain.created then
     return chain.csv
   end
   local names = redis.call('HKEYS', K_AGENTS)
   local csv = table.concat(names, ',')
   if chain then
-    chain.csv, chain.count = csv, #names
+    chain.csv, chain.count, chain.created = csv, #names, redis.call('HGET', K_META, 'created')
   end
   return csv
 end
