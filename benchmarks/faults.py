@@ -94,9 +94,9 @@ async def main(runs: int, only: str | None, topology: bool) -> None:
     print("| fault kind | runs | faults injected | calls | acknowledged | retried | lost | doubled | errored "
           "(stored) | subscriber ok | subscriber rolled back / missed | checkpoints checked | problems | seconds |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    kinds: dict[str, Scenario | FailoverScenario] = dict(TOPOLOGY_KINDS if topology else KINDS)
-    if only:
-        kinds = {title: base for title, base in {**KINDS, **TOPOLOGY_KINDS}.items() if only in base.name}
+    every: dict[str, Scenario | FailoverScenario] = {**KINDS, **TOPOLOGY_KINDS}
+    family = TOPOLOGY_KINDS if topology else KINDS
+    kinds = {title: base for title, base in every.items() if (only in base.name if only else title in family)}
     for title, base in kinds.items():
         results: list[RunResult] = []
         for run in range(runs):
