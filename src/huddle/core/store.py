@@ -229,6 +229,33 @@ class SessionStore:
         return current, [parse_event(session_id, entry_id, fields, stream) for entry_id, fields in entries]
 
     @redis_boundary
+    async def read_window_and_after(
+        self, session_id: str, start: int, after_seq: int, count: int
+    ) -> tuple[tuple[int, int] | None, list[Event], list[Event]]:
+        """((first, last seq) or None, events start..after_seq, up to ``count`` events after it), all read in one
+        pipeline on one connection: one server's view even while two servers both act as master (split brain)."""
+        keys = self.keys.session(session_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(keys.meta, ["first", "seq", "status"])
+        pipe.xrange(keys.events, f"0-{start}", f"0-{after_seq}")
+        pipe.xrange(keys.events, f"({'0-' + str(after_seq)}", "+", count=count)
+        (first, last, status), window, after = await pipe.execute()
+        bounds = None
+        if last is not None:
+            bounds = (
+                parse_int(session_id, keys.meta, "first", first, 1),
+                parse_int(session_id, keys.meta, "seq", last, 0),
+            )
+        elif status is not None:
+            raise corrupt(session_id, keys.meta, "seq")
+        parse = [parse_event(session_id, entry_id, fields, keys.events) for entry_id, fields in window]
+        return (
+            bounds,
+            parse,
+            [parse_event(session_id, entry_id, fields, keys.events) for entry_id, fields in after],
+        )
+
+    @redis_boundary
     async def first_and_last_seq(self, session_id: str) -> tuple[int, int] | None:
         """(first seq still in the log, last seq) or None if the session does not exist."""
         key = self.keys.session(session_id).meta

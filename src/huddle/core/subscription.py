@@ -55,25 +55,38 @@ class _Delivered:
         self.first = self.first or event.seq
         self.last = event.seq
 
-    async def first_changed(self, store: SessionStore, session_id: str) -> int | None:
-        """The first delivered seq whose stored event differs or is gone (rolled back), None if all stand.
+    def window_start(self) -> int:
+        """The first delivered seq still remembered."""
+        return max(self.first, self.last - WINDOW + 1)
+
+    def first_changed(self, bounds: tuple[int, int] | None, window: list[Event]) -> int | None:
+        """The first delivered seq whose stored event (``window``: the events window_start()..last as one server
+        holds them, ``bounds`` its (first, last seq)) differs or is gone, None if all stand.
 
         Only the last ``WINDOW`` delivered are remembered: when the change reaches back to the window's start (or
         the log now ends below it), the first seq that cannot be vouched for is named (all delivered still in
         the log), so re-reading from it never skips a replaced event."""
-        bounds = await store.first_and_last_seq(session_id)
         if not self.last or bounds is None:
             return None  # nothing delivered, or the session is gone (the read loop ends on that)
         log_first, log_last = bounds
         floor = max(self.first, log_first)  # below log_first: trimmed, not changed
-        start = max(floor, self.last - WINDOW + 1)
-        end = min(self.last, log_last)
-        for event in await store.get_events(session_id, start, end, None) if start <= end else []:
+        start = max(floor, self.window_start())
+        for event in window:
+            if event.seq < start:
+                continue
             if _fingerprint(event) != self.ring[event.seq % WINDOW]:
                 return floor if event.seq == start else event.seq
         if log_last >= self.last:
             return None
         return floor if log_last < start else log_last + 1
+
+
+def _rolled_back(session_id: str, changed: int, last: int) -> EventsRolledBackError:
+    return EventsRolledBackError(
+        f"events {changed}..{last} of session {session_id!r} were delivered, then lost by a Redis failover and "
+        f"replaced; resubscribe from seq {changed}",
+        session_id=session_id, first_changed_seq=changed, last_delivered_seq=last,
+    )  # fmt: skip
 
 
 class FeedOwner(Protocol):
@@ -116,33 +129,43 @@ async def follow(
         try:
             # After a failover with asynchronous replication the new master may lack events this subscription
             # delivered and reuse their seqs for others: resuming at next_seq would skip those. Each read also
-            # returns the last delivered event as stored now (same round trip, so also after a retry the client
-            # made on its own), and after an outage the last WINDOW delivered are compared.
-            if delivered.last:
+            # returns the last delivered event as that server stores it (same pipeline, so also after a retry
+            # the client made on its own): logs diverge only after the seq where two servers' histories split,
+            # so a matching last event vouches for all delivered before it. On a mismatch (or after an outage)
+            # the remembered window, the bounds and what follows are read in one pipeline from one server and
+            # compared: a change ends the subscription, else that server's events are delivered.
+            events: list[Event] = []
+            if delivered.last and not reconnected:
                 current, events = await store.read_events_after_checked(
                     session_id, next_seq - 1, BATCH, max(block_ms, 10)
                 )
-                if (
-                    reconnected
-                    or current is None
-                    or _fingerprint(current) != delivered.ring[current.seq % WINDOW]
-                ):
-                    changed = await delivered.first_changed(store, session_id)
-                    if changed is not None:
-                        raise EventsRolledBackError(
-                            f"events {changed}..{delivered.last} of session {session_id!r} were delivered, then "
-                            f"lost by a Redis failover and replaced; resubscribe from seq {changed}",
-                            session_id=session_id, first_changed_seq=changed, last_delivered_seq=delivered.last,
-                        )  # fmt: skip
-                    reconnected = False
+                suspect = current is None or _fingerprint(current) != delivered.ring[current.seq % WINDOW]
+            elif delivered.last:
+                suspect = True
             else:
+                suspect = False
                 events = await store.read_events_after(session_id, next_seq - 1, BATCH, max(block_ms, 10))
+            if suspect:
+                bounds, window, events = await store.read_window_and_after(
+                    session_id, delivered.window_start(), next_seq - 1, BATCH
+                )
+                changed = delivered.first_changed(bounds, window)
+                if changed is not None:
+                    raise _rolled_back(session_id, changed, delivered.last)
+            reconnected = False
             if not events:
                 status = await store.status_and_seq(session_id)
                 if status is None:
                     return  # expired or deleted: no event will come any more
                 if status[0] == "completed" and status[1] < next_seq:
-                    return
+                    # The end, as one server sees it: check first that what was delivered stands there.
+                    bounds, window, _ = await store.read_window_and_after(
+                        session_id, delivered.window_start(), next_seq - 1, 1
+                    )
+                    changed = delivered.first_changed(bounds, window)
+                    if changed is None:
+                        return
+                    raise _rolled_back(session_id, changed, delivered.last)
                 continue
         except (RedisUnavailableError, ResponseError, *REDIS_DOWN) as exc:  # an outage: resume; else raised
             if isinstance(exc, ResponseError) and not _interrupted(exc):
