@@ -64,11 +64,18 @@ def lua_file(name: str) -> str:
 FUNCTION_SCRIPTS = ("emit", "emit_batch")
 """Scripts that also run as Redis Functions (7.0+): the per-event hot path. They also get emit_common.lua."""
 
+MUTATION_SCRIPTS = ("join", "leave", "checkpoint", "complete")
+"""Scripts that also get mutate_common.lua (checks of stored data shared by membership and lifecycle changes)."""
+
 
 @cache
 def script_source(name: str) -> str:
-    """The full source of script ``name`` (common helpers, the append helpers for emit scripts, the body)."""
-    helpers = [lua_file("common")] + ([lua_file("emit_common")] if name in FUNCTION_SCRIPTS else [])
+    """The full source of script ``name`` (common helpers, the helpers of its family, the body)."""
+    helpers = [lua_file("common")]
+    if name in FUNCTION_SCRIPTS:
+        helpers.append(lua_file("emit_common"))
+    elif name in MUTATION_SCRIPTS:
+        helpers.append(lua_file("mutate_common"))
     return "\n".join([*helpers, lua_file(name)])
 
 

@@ -6,36 +6,6 @@
 -- ARGV[6] include failure snapshot (1|0)  ARGV[7] max checkpoints kept  ARGV[8] global channel ('' = none)
 -- ARGV[9] failure states CSV  ARGV[10] failure snapshot ttl ms ('' = off)  ARGV[11] events per snapshot
 -- Returns {checkpoint id, seq, created(1) | reused(0), failure snapshot id or ''}
--- (H4) local copies of the shared checks requested for common.lua (same names; delete once common.lua has them)
-local function session_meta(sid, ...)
-  local meta = redis.call('HMGET', K_META, 'status', ...)
-  if meta[1] ~= 'active' and meta[1] ~= 'completed' then
-    if meta[1] or redis.call('EXISTS', K_META) == 1 then
-      huddle_error('corrupt', K_META .. ' status')
-    end
-    huddle_error('session_not_found', sid)
-  end
-  return meta
-end
-
-local function stored_ttl(value, key, field)
-  local ttl = stored_int(value, key, field)
-  if ttl < 1 or ttl > 1000000000 then
-    huddle_error('corrupt', key .. ' ' .. field)
-  end
-  return ttl
-end
-
-local function check_log_top(nxt)
-  local top = redis.call('XREVRANGE', K_EVENTS, '+', '-', 'COUNT', 1)[1]
-  if top then
-    local last = string.match(top[1], '^0%-(%d+)$')
-    if not last or tonumber(last) >= nxt then
-      huddle_error('corrupt', K_META .. ' seq')
-    end
-  end
-end
--- (H4) end of local copies
 
 local sid, actor, reason, force, grace = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 

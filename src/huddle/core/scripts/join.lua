@@ -2,36 +2,6 @@
 -- KEYS: the six session keys (see common.lua)
 -- ARGV[1] session id  ARGV[2] agent id  ARGV[3] global channel ('' = do not publish)
 -- Returns {seq, joined(1) | already a member(0)}
--- (H4) local copies of the shared checks requested for common.lua (same names; delete once common.lua has them)
-local function session_meta(sid, ...)
-  local meta = redis.call('HMGET', K_META, 'status', ...)
-  if meta[1] ~= 'active' and meta[1] ~= 'completed' then
-    if meta[1] or redis.call('EXISTS', K_META) == 1 then
-      huddle_error('corrupt', K_META .. ' status')
-    end
-    huddle_error('session_not_found', sid)
-  end
-  return meta
-end
-
-local function stored_ttl(value, key, field)
-  local ttl = stored_int(value, key, field)
-  if ttl < 1 or ttl > 1000000000 then
-    huddle_error('corrupt', key .. ' ' .. field)
-  end
-  return ttl
-end
-
-local function check_log_top(nxt)
-  local top = redis.call('XREVRANGE', K_EVENTS, '+', '-', 'COUNT', 1)[1]
-  if top then
-    local last = string.match(top[1], '^0%-(%d+)$')
-    if not last or tonumber(last) >= nxt then
-      huddle_error('corrupt', K_META .. ' seq')
-    end
-  end
-end
--- (H4) end of local copies
 
 local sid, agent, channel = ARGV[1], ARGV[2], ARGV[3]
 
