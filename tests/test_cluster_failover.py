@@ -52,7 +52,9 @@ async def test_killing_a_master_leaves_other_slots_working_and_its_sessions_reco
         cluster.kill(victim)
         promoted = await asyncio.to_thread(cluster.wait_for_failover, victim, 30)
         during = {sid: len(seqs) for sid, seqs in acked.items()}
-        for _ in range(300):  # until every session wrote again (the client learns the new slot map), 15 s at most
+        for _ in range(
+            300
+        ):  # until every session wrote again (the client learns the new slot map), 15 s at most
             await asyncio.sleep(0.05)
             if all(len(acked[sid]) > during[sid] for sid in sids):
                 break
