@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from redis.exceptions import AuthenticationError, ResponseError
 
@@ -24,6 +25,19 @@ from .scripts import Scripts
 
 __all__ = ["REDIS_DOWN", "boundary_error", "parse_event", "permission_error", "redis_boundary"]
 """Re-exported: other modules take the boundary and the event parser from here."""
+
+
+Fingerprinted = tuple[Event, int]
+"""An event and a fingerprint of its stored entry (every field, the retry token included): two servers whose
+histories split hold different entries under one seq, and this tells them apart without serializing the event."""
+
+
+def fingerprinted(session_id: str, entries: list[Any], key: str) -> list[Fingerprinted]:
+    """Stream entries as (event, fingerprint) pairs."""
+    return [
+        (parse_event(session_id, entry_id, fields, key), hash(tuple(fields.items())))
+        for entry_id, fields in entries
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,24 +228,25 @@ class SessionStore:
     @redis_boundary
     async def read_events_after_checked(
         self, session_id: str, after_seq: int, count: int, block_ms: int
-    ) -> tuple[Event | None, list[Event]]:
+    ) -> tuple[Fingerprinted | None, list[Fingerprinted]]:
         """(the event at ``after_seq`` as stored now, or None; events with seq > after_seq, waiting up to
-        ``block_ms``), in one round trip, so a retry on another server (failover) shows that server's event."""
+        ``block_ms``), in one round trip, so a retry on another server (failover) shows that server's event.
+        Each comes with a fingerprint of its stored fields (see ``fingerprinted``)."""
         stream = self.keys.session(session_id).events
         pipe = self.client.pipeline(transaction=False)
         pipe.xrange(stream, f"0-{after_seq}", f"0-{after_seq}", count=1)
         pipe.xread({stream: f"0-{after_seq}"}, count=count, block=block_ms)
         at, reply = await pipe.execute()
-        current = parse_event(session_id, at[0][0], at[0][1], stream) if at else None
+        current = fingerprinted(session_id, at, stream)[0] if at else None
         if not reply:
             return current, []
         entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
-        return current, [parse_event(session_id, entry_id, fields, stream) for entry_id, fields in entries]
+        return current, fingerprinted(session_id, entries, stream)
 
     @redis_boundary
     async def read_window_and_after(
         self, session_id: str, start: int, after_seq: int, count: int
-    ) -> tuple[tuple[int, int] | None, list[Event], list[Event]]:
+    ) -> tuple[tuple[int, int] | None, list[Fingerprinted], list[Fingerprinted]]:
         """((first, last seq) or None, events start..after_seq, up to ``count`` events after it), all read in one
         pipeline on one connection: one server's view even while two servers both act as master (split brain)."""
         keys = self.keys.session(session_id)
@@ -248,11 +263,10 @@ class SessionStore:
             )
         elif status is not None:
             raise corrupt(session_id, keys.meta, "seq")
-        parse = [parse_event(session_id, entry_id, fields, keys.events) for entry_id, fields in window]
         return (
             bounds,
-            parse,
-            [parse_event(session_id, entry_id, fields, keys.events) for entry_id, fields in after],
+            fingerprinted(session_id, window, keys.events),
+            fingerprinted(session_id, after, keys.events),
         )
 
     @redis_boundary

@@ -17,7 +17,7 @@ from ..models import Event, LifecycleNotice
 from .store import REDIS_DOWN
 
 if TYPE_CHECKING:
-    from .store import SessionStore
+    from .store import Fingerprinted, SessionStore
 
 log = logging.getLogger("huddle.core.subscription")
 
@@ -25,10 +25,6 @@ BATCH = 200
 MAX_BACKOFF = 2.0
 # How many delivered events a subscription remembers (as fingerprints) to find what a failover replaced.
 WINDOW = 512
-
-
-def _fingerprint(event: Event) -> int:
-    return hash(event.model_dump_json())
 
 
 # The reply's own text, or redis-py's pipeline wrapping: "Command # 2 (...) of pipeline caused error: ('UNBLOCKED ..."
@@ -50,8 +46,8 @@ class _Delivered:
         self.first = 0  # the first seq delivered (0: none yet)
         self.last = 0
 
-    def add(self, event: Event) -> None:
-        self.ring[event.seq % WINDOW] = _fingerprint(event)
+    def add(self, event: Event, fingerprint: int) -> None:
+        self.ring[event.seq % WINDOW] = fingerprint
         self.first = self.first or event.seq
         self.last = event.seq
 
@@ -59,7 +55,7 @@ class _Delivered:
         """The first delivered seq still remembered."""
         return max(self.first, self.last - WINDOW + 1)
 
-    def first_changed(self, bounds: tuple[int, int] | None, window: list[Event]) -> int | None:
+    def first_changed(self, bounds: tuple[int, int] | None, window: list[Fingerprinted]) -> int | None:
         """The first delivered seq whose stored event (``window``: the events window_start()..last as one server
         holds them, ``bounds`` its (first, last seq)) differs or is gone, None if all stand.
 
@@ -71,10 +67,10 @@ class _Delivered:
         log_first, log_last = bounds
         floor = max(self.first, log_first)  # below log_first: trimmed, not changed
         start = max(floor, self.window_start())
-        for event in window:
+        for event, fingerprint in window:
             if event.seq < start:
                 continue
-            if _fingerprint(event) != self.ring[event.seq % WINDOW]:
+            if fingerprint != self.ring[event.seq % WINDOW]:
                 return floor if event.seq == start else event.seq
         if log_last >= self.last:
             return None
@@ -134,17 +130,16 @@ async def follow(
             # so a matching last event vouches for all delivered before it. On a mismatch (or after an outage)
             # the remembered window, the bounds and what follows are read in one pipeline from one server and
             # compared: a change ends the subscription, else that server's events are delivered.
-            events: list[Event] = []
-            if delivered.last and not reconnected:
+            events: list[Fingerprinted] = []
+            if delivered.last and reconnected:
+                suspect = True
+            else:
                 current, events = await store.read_events_after_checked(
                     session_id, next_seq - 1, BATCH, max(block_ms, 10)
                 )
-                suspect = current is None or _fingerprint(current) != delivered.ring[current.seq % WINDOW]
-            elif delivered.last:
-                suspect = True
-            else:
-                suspect = False
-                events = await store.read_events_after(session_id, next_seq - 1, BATCH, max(block_ms, 10))
+                suspect = bool(delivered.last) and (
+                    current is None or current[1] != delivered.ring[current[0].seq % WINDOW]
+                )
             if suspect:
                 bounds, window, events = await store.read_window_and_after(
                     session_id, delivered.window_start(), next_seq - 1, BATCH
@@ -178,14 +173,14 @@ async def follow(
             backoff = min(backoff * 2, MAX_BACKOFF)
             continue
         backoff = 0.05
-        for event in events:
+        for event, fingerprint in events:
             if event.seq != next_seq:
                 raise EventsTrimmedError(
                     f"events {next_seq}..{event.seq - 1} of session {session_id!r} were trimmed before they were read",
                     session_id=session_id, first_available=event.seq,
                 )  # fmt: skip
             next_seq += 1
-            delivered.add(event)
+            delivered.add(event, fingerprint)
             yield event
 
 
