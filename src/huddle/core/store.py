@@ -7,8 +7,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import AuthenticationError, ResponseError
-
 from ..backend.connection import RedisClient, is_cluster, ready, server_version
 from ..models import (
     Checkpoint,
@@ -114,42 +112,6 @@ class SessionStore:
         seq, done = await self.scripts.run("complete", keys.all, args)
         return int(seq), bool(done)
 
-    async def emit(
-        self,
-        keys: SessionKeys,
-        emit_keys: list[str],
-        args: list[str | int],
-        *,
-        min_replicas: int = 0,
-        wait_ms: int = 0,
-    ) -> int | EmitResult:
-        """Run emit.lua on ``emit_keys`` (``keys.emit``); with ``min_replicas`` also WAIT (up to ``wait_ms``)
-        for replicas to confirm it. ``args[17]`` (ARGV[18]) is a placeholder for the publish command.
-        Returns just the seq when nothing else happened (no index refresh, checkpoint, snapshot, duplicate,
-        WAIT): the common case allocates nothing more.
-
-        The redis boundary is inlined (not the decorator): one coroutine less on the path of every event."""
-        try:
-            args[17] = self._publish_command or await self.publish_command()  # known after the first call
-            acked: int | None = None
-            if min_replicas > 0:
-                reply, acked = await self.scripts.run_and_wait(
-                    self.client, "emit", emit_keys, args, min_replicas, wait_ms
-                )
-            else:
-                reply = await self.scripts.run("emit", emit_keys, args)
-        except (AuthenticationError, ResponseError, *REDIS_DOWN) as exc:
-            converted = boundary_error(exc)
-            if converted is None:
-                raise
-            raise converted from exc
-        if reply.__class__ is int:  # only the seq: nothing else happened (see emit.lua)
-            return reply if acked is None else EmitResult(reply, False, None, False, None, reply, 0, acked)
-        seq, due, cp_id, dup, failure_id, last, now = reply
-        return EmitResult(
-            int(seq), bool(due), cp_id or None, bool(dup), failure_id or None, int(last), int(now), acked
-        )
-
     @redis_boundary
     async def emit_batch(self, keys: SessionKeys, args: list[str | int]) -> BatchResult:
         """Run emit_batch.lua (the publish command goes in as ARGV[14])."""
@@ -211,19 +173,6 @@ class SessionStore:
         key = self.keys.session(session_id).events
         entries = await self.client.xrange(key, f"0-{from_seq}", end, count=limit)
         return [parse_event(session_id, entry_id, fields, key) for entry_id, fields in entries]
-
-    @redis_boundary
-    async def read_events_after(
-        self, session_id: str, after_seq: int, count: int, block_ms: int | None
-    ) -> list[Event]:
-        """Events with seq > after_seq; with ``block_ms`` waits up to that long for the next one (XREAD)."""
-        stream = self.keys.session(session_id).events
-        reply = await self.client.xread({stream: f"0-{after_seq}"}, count=count, block=block_ms)
-        if not reply:
-            return []
-        # RESP2 gives [[stream, entries]], RESP3 a dict {stream: [entries]}.
-        entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
-        return [parse_event(session_id, entry_id, fields, stream) for entry_id, fields in entries]
 
     @redis_boundary
     async def read_events_after_checked(
